@@ -1,0 +1,95 @@
+"""Build snlt_fast and its compiled extension snlt_fast._C.
+
+The extension always carries the C++ CPU kernels. It also carries the CUDA
+kernels whenever the installed torch is a CUDA build and nvcc is found; a
+machine without a GPU can still compile them, given CUDA_HOME and
+TORCH_CUDA_ARCH_LIST, which are defaulted below when unset.
+"""
+
+import glob
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CUDA_HOME = "/usr/local/cuda"
+# Hopper first; Ampere and Turing for the cards users have; PTX for newer ones.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;9.0+PTX"
+
+
+def _find_nvcc():
+    if os.environ.get("SNLT_FAST_NO_CUDA") == "1":
+        return None
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if not cuda_home and Path(DEFAULT_CUDA_HOME, "bin", "nvcc").exists():
+        cuda_home = DEFAULT_CUDA_HOME
+    if not cuda_home and shutil.which("nvcc"):
+        cuda_home = str(Path(shutil.which("nvcc")).resolve().parent.parent)
+    if cuda_home and Path(cuda_home, "bin", "nvcc").exists():
+        return cuda_home
+    return None
+
+
+def _extension():
+    import torch
+    from torch.utils import cpp_extension
+
+    cuda_home = _find_nvcc() if torch.version.cuda else None
+    if cuda_home:
+        # torch.utils.cpp_extension reads these at import time, so set them and reload.
+        os.environ.setdefault("CUDA_HOME", cuda_home)
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"]
+
+    sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    # -ffp-contract=off: no fused multiply-add, so every product and sum is
+    # rounded as the reference rounds it (bit-exact results across backends).
+    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+    define_macros = []
+    extension_type = cpp_extension.CppExtension
+    extra = {"cxx": cxx_flags}
+    if cuda_home:
+        sources += sorted(glob.glob("csrc/**/*.cu", recursive=True))
+        define_macros.append(("SNLT_FAST_WITH_CUDA", None))
+        extension_type = cpp_extension.CUDAExtension
+        nvcc_flags = ["-O3", "-std=c++17", "--fmad=false", "-lineinfo"]
+        # The pip CUDA runtime ships the cuBLAS/cuSPARSE headers that the
+        # system toolkit may lack but torch's CUDA headers include.
+        pip_cuda_include = Path(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
+        if pip_cuda_include.is_dir():
+            nvcc_flags += ["-isystem", str(pip_cuda_include)]
+            cxx_flags += ["-isystem", str(pip_cuda_include)]
+        extra["nvcc"] = nvcc_flags
+    return extension_type(
+        name="snlt_fast._C",
+        sources=sources,
+        include_dirs=[str(ROOT / "csrc")],
+        define_macros=define_macros,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
+        py_limited_api=False,
+    )
+
+
+def _build_ext():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return BuildExtension.with_options(use_ninja=True)
+
+
+setup(
+    name="snlt_fast",
+    version="0.1.0",
+    description="Fast, exact kernels and tracker for the Siamese Natural Language Tracker (SNLT)",
+    python_requires=">=3.10",
+    # kernels/ sits at the top of the source tree and installs as snlt_fast.kernels
+    # (snlt_fast/kernels is a symlink to it, so the source tree imports the same way).
+    packages=find_packages(include=["snlt_fast", "snlt_fast.*"]),
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": _build_ext()},
+    entry_points={"console_scripts": ["snlt=snlt_fast.cli:main"]},
+    zip_safe=False,
+)

@@ -1,0 +1,100 @@
+"""Which backends this install has, and which one a call uses.
+
+Backends:
+  "reference"  pure PyTorch, the specification of every op; always present.
+  "cpu"        C++ kernels in snlt_fast._C, for CPU tensors.
+  "cuda"       CUDA kernels in snlt_fast._C, for CUDA tensors.
+  "triton"     Triton kernels in snlt_fast.kernels; CUDA tensors, or CPU tensors
+               through the Triton interpreter (TRITON_INTERPRET=1).
+"""
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+# Fastest first: what backend=None picks for tensors on each device type.
+_PREFERENCE = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
+
+
+def _load_extension():
+    """(None, has_cuda) when snlt_fast._C loads, else (why it does not, False)."""
+    try:
+        importlib.import_module("snlt_fast._C")
+    except ImportError as error:
+        return f"the compiled extension snlt_fast._C did not load ({error}); build it with `make build`", False
+    return None, torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
+
+
+# Probed once at import, so that backend resolution is plain Python over constants
+# and torch.compile traces it without a graph break.
+_EXTENSION_ERROR, _EXTENSION_HAS_CUDA = _load_extension()
+_TRITON_ERROR = None if importlib.util.find_spec("triton") else "triton is not installed"
+_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_interpreted():
+    return _TRITON_INTERPRETED
+
+
+def _unavailable_reason(backend, device_type):
+    """None when `backend` can run on tensors of `device_type`, else why not."""
+    if backend == "reference":
+        return None
+    if backend == "cpu":
+        if device_type != "cpu":
+            return f"backend 'cpu' runs on CPU tensors, got {device_type} tensors"
+        return _EXTENSION_ERROR
+    if backend == "cuda":
+        if device_type != "cuda":
+            return f"backend 'cuda' runs on CUDA tensors, got {device_type} tensors"
+        if _EXTENSION_ERROR is not None:
+            return _EXTENSION_ERROR
+        if not _EXTENSION_HAS_CUDA:
+            return "snlt_fast._C was built without CUDA kernels (no nvcc or a CPU-only torch at build time)"
+        return None
+    if backend == "triton":
+        if _TRITON_ERROR is not None:
+            return _TRITON_ERROR
+        if device_type == "cpu" and not triton_interpreted():
+            return "backend 'triton' runs on CPU tensors only through the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
+        if device_type not in ("cpu", "cuda"):
+            return f"backend 'triton' runs on CUDA tensors, got {device_type} tensors"
+        return None
+    return f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+
+
+def available_backends(device=None):
+    """The backends this install can run, for `device` (default: CPU, and CUDA when a GPU is visible)."""
+    if device is None:
+        device_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        device_types = [torch.device(device).type]
+    return [b for b in BACKENDS if any(_unavailable_reason(b, d) is None for d in device_types)]
+
+
+def resolve_backend(backend, device):
+    """The backend name a call on tensors on `device` uses; a clear ValueError when it cannot run."""
+    device_type = torch.device(device).type
+    if backend is None:
+        for candidate in _PREFERENCE.get(device_type, ("reference",)):
+            if _unavailable_reason(candidate, device_type) is None:
+                return candidate
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string or None, got {type(backend).__name__}")
+    reason = _unavailable_reason(backend, device_type)
+    if reason is not None:
+        raise ValueError(f"backend={backend!r} is not available: {reason}")
+    return backend
+
+
+def native_ops():
+    """torch.ops.snlt_fast_C, the C++/CUDA kernels (callers resolve the backend first)."""
+    return torch.ops.snlt_fast_C
+
+
+def triton_kernels(name):
+    """The Triton module snlt_fast.kernels.<name>."""
+    return importlib.import_module(f"snlt_fast.kernels.{name}")

@@ -1,0 +1,1 @@
+"""The ops: one module each, holding its reference, its custom op and its dispatch."""

@@ -1,0 +1,38 @@
+"""Shared test set-up.
+
+Without a GPU, Triton kernels run only through the Triton interpreter, which has
+to be switched on before triton is first imported: hence before snlt_fast.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import snlt_fast  # noqa: E402  (after TRITON_INTERPRET is settled)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HAS_CUDA = torch.cuda.is_available()
+
+
+def devices_for(backend):
+    """The devices a backend's tests run on here: CUDA only with a GPU, CPU for Triton only interpreted."""
+    if backend == "cuda":
+        return ["cuda"] if HAS_CUDA else []
+    if backend == "triton":
+        return ["cuda"] if HAS_CUDA else ["cpu"]
+    if backend == "cpu":
+        return ["cpu"]
+    return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+@pytest.fixture
+def shared_data():
+    """../shared/data (real OTB / LaSOT data); the test is skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
