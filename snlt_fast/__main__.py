@@ -1,0 +1,5 @@
+import sys
+
+from snlt_fast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The `snlt` command: `snlt track ...` and `snlt eval ...`.
+
+Each subcommand module provides `add_parser(subparsers)`, which registers its
+parser and sets `run=<function(args) -> exit code>` as a default. A subcommand
+reports a user error by raising CommandError: it is printed as one line and the
+process exits non-zero, never with a traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli")
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="snlt", description="Siamese Natural Language Tracker, fast and exact.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"snlt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"snlt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
