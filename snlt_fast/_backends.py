@@ -25,7 +25,11 @@ def _load_extension():
         importlib.import_module("snlt_fast._C")
     except ImportError as error:
         return f"the compiled extension snlt_fast._C did not load ({error}); build it with `make build`", False
-    return None, torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
+    try:
+        has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
+    except RuntimeError:
+        return "snlt_fast._C is out of date (it lacks snlt_fast_C::xcorr_forward_many); rebuild it with `make build`", False
+    return None, has_cuda
 
 
 # Probed once at import, so that backend resolution is plain Python over constants
