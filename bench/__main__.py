@@ -83,7 +83,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         command = [
-            sys.executable, "-m", "pytest", str(BENCH_DIR), "-q", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", str(BENCH_DIR), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
             "--benchmark-only", "--benchmark-disable-gc", f"--benchmark-json={report_path}", *pytest_args,
         ]
         status = subprocess.call(command)

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import snlt_fast  # noqa: E402  (after TRITON_INTERPRET is settled)
+
+# Random inputs are drawn fresh on every run; kernels (the Triton interpreter above
+# all) are too slow for hypothesis's default per-example deadline.
+settings.register_profile("snlt_fast", deadline=None, print_blob=True)
+settings.load_profile("snlt_fast")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAS_CUDA = torch.cuda.is_available()
