@@ -1,0 +1,397 @@
+"""Tracking post-processing of a Siamese RPN tracker with SNLT's dynamic aggregation
+of the visual and the natural-language (NL) heads: the reference (the
+specification), the custom ops that dispatch to each backend, and the public API.
+
+Inputs, per target b (B targets, A anchors, an H x W score map, pysot's layouts):
+  cls_vis, cls_nl  [B, 2A, H, W] logits, channels [2][A] (A..2A-1: foreground);
+  loc_vis, loc_nl  [B, 4A, H, W] deltas, channels [4][A] = (dx, dy, dw, dh);
+  anchors          [4, A, H, W] (cx, cy, w, h) in crop pixels around the crop centre;
+  window           [A, H, W] cosine window; target_size [B, 2] (w, h) in crop pixels.
+
+Arithmetic contract, kept by every backend (all in float64, one rounding to float32
+at the outputs; no fused multiply-add; products and sums in the order written):
+  p        = 1 / (1 + exp(l_bg - l_fg))                      per head and cell
+  t        = 0 if p == 0 else p * log(p)
+  H        = -(lane tree sum of t): the cells n = 0..N-1 in [A][H][W] order go to lane
+             n % 256; each lane adds its cells in increasing n starting from +0; then
+             lanes l and l + w are added for w = 128, 64, ..., 1 and H is -lane[0]
+  d        = alpha*H_vis - alpha*H_nl;  w_vis = 1/(1 + exp(d));  w_nl = 1/(1 + exp(-d))
+  box_head = (dx*wa + xa, dy*ha + ya, exp(dw)*wa, exp(dh)*ha)
+  score    = w_vis*p_vis + w_nl*p_nl;  box = w_vis*box_vis + w_nl*box_nl
+             (no NL head: w_vis = 1, w_nl = 0, H_nl = NaN, score = p_vis, box = box_vis)
+  sz(w, h) = sqrt((w + pad) * (h + pad)) with pad = (w + h) * 0.5
+  change(r)= r if r > 1/r else 1/r   (NaN stays NaN)
+  s_c      = change(sz(w, h) / sz(tw, th));  r_c = change((tw / th) / (w / h))
+  penalty  = exp((1 - r_c*s_c) * penalty_k)
+  pscore   = penalty*score*(1 - window_influence) + window*window_influence
+  index    = the first cell whose float32 pscore is NaN, else the first maximum of the
+             float32 pscore over the cells in [A][H][W] order
+  lr       = pscore[index]*lr_base ("snlt") or penalty[index]*score[index]*lr_base ("pysot")
+The order of the entropy sum is fixed so that every backend rounds H identically.
+"""
+
+import math
+import numbers
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from snlt_fast import _backends
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Number of running partial sums of the entropy (one per GPU thread of a target's block).
+ENTROPY_LANES = 256
+# Columns of the per-target float32 result of the track op.
+TRACK_FIELDS = ("cx", "cy", "w", "h", "score", "pscore", "lr", "w_vis", "w_nl", "h_vis", "h_nl")
+LR_MODES = ("snlt", "pysot")
+
+
+class Aggregation(NamedTuple):
+    """dynamic_aggregate's result: fused maps and, per target, the modality weights and entropies."""
+
+    score: Tensor  # [B, A, H, W]
+    box: Tensor  # [B, 4, A, H, W] (cx, cy, w, h)
+    w_vis: Tensor  # [B]
+    w_nl: Tensor
+    h_vis: Tensor
+    h_nl: Tensor
+
+
+class TrackResult(NamedTuple):
+    """track_postprocess's result, one entry per target."""
+
+    index: Tensor  # [B] int64, flat index into [A][H][W]
+    box: Tensor  # [B, 4] (cx, cy, w, h) in crop pixels around the crop centre
+    score: Tensor  # [B] fused score at index
+    pscore: Tensor  # [B] penalised, windowed score at index
+    lr: Tensor  # [B] size-update rate
+    w_vis: Tensor
+    w_nl: Tensor
+    h_vis: Tensor
+    h_nl: Tensor
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def lane_tree_sum(terms: Tensor) -> Tensor:
+    """Sum of terms [B, N] over N in the contract's fixed order (see the module docstring)."""
+    batch, count = terms.shape
+    # Padding cells add +0, which leaves a partial sum unchanged (partials are never -0).
+    lanes = torch.nn.functional.pad(terms, (0, (-count) % ENTROPY_LANES)).reshape(batch, -1, ENTROPY_LANES)
+    partial = terms.new_zeros((batch, ENTROPY_LANES))
+    for step in range(lanes.shape[1]):
+        partial = partial + lanes[:, step]
+    width = ENTROPY_LANES // 2
+    while width:
+        partial = partial[:, :width] + partial[:, width : 2 * width]
+        width //= 2
+    return partial[:, 0]
+
+
+def _head_reference(cls: Tensor, loc: Tensor, anchors: Tensor):
+    """(p [B, A, H, W], entropy [B], box [B, 4, A, H, W]) of one head, in float64."""
+    anchor_num = cls.shape[1] // 2
+    p = 1.0 / (1.0 + torch.exp(cls[:, :anchor_num] - cls[:, anchor_num:]))
+    terms = torch.where(p == 0, 0.0, p * torch.log(p))
+    entropy = -lane_tree_sum(terms.reshape(p.shape[0], -1))
+    deltas = loc.reshape(loc.shape[0], 4, anchor_num, *loc.shape[2:])
+    xa, ya, wa, ha = anchors
+    box = torch.stack(
+        (
+            deltas[:, 0] * wa + xa,
+            deltas[:, 1] * ha + ya,
+            torch.exp(deltas[:, 2]) * wa,
+            torch.exp(deltas[:, 3]) * ha,
+        ),
+        dim=1,
+    )
+    return p, entropy, box
+
+
+def _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
+    """(score, box, w_vis, w_nl, h_vis, h_nl) in float64: the fused maps and per-target statistics."""
+    f64 = torch.float64
+    anchors = anchors.to(f64)
+    p_vis, h_vis, box_vis = _head_reference(cls_vis.to(f64), loc_vis.to(f64), anchors)
+    if cls_nl is None:
+        ones = torch.ones_like(h_vis)
+        return p_vis, box_vis, ones, torch.zeros_like(h_vis), h_vis, torch.full_like(h_vis, math.nan)
+    p_nl, h_nl, box_nl = _head_reference(cls_nl.to(f64), loc_nl.to(f64), anchors)
+    logit_gap = alpha * h_vis - alpha * h_nl
+    w_vis = 1.0 / (1.0 + torch.exp(logit_gap))
+    w_nl = 1.0 / (1.0 + torch.exp(-logit_gap))
+    score = w_vis[:, None, None, None] * p_vis + w_nl[:, None, None, None] * p_nl
+    box = w_vis[:, None, None, None, None] * box_vis + w_nl[:, None, None, None, None] * box_nl
+    return score, box, w_vis, w_nl, h_vis, h_nl
+
+
+def dynamic_aggregate_reference(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
+    """(score [B,A,H,W], box [B,4,A,H,W], stats [B,4] = (w_vis, w_nl, h_vis, h_nl)), float32."""
+    score, box, *stats = _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
+    return score.float(), box.float(), torch.stack(stats, dim=1).float()
+
+
+def _change(ratio):
+    inverse = 1.0 / ratio
+    return torch.where(ratio > inverse, ratio, inverse)
+
+
+def _size_with_context(w, h):
+    pad = (w + h) * 0.5
+    return torch.sqrt((w + pad) * (h + pad))
+
+
+def first_argmax(values: Tensor) -> Tensor:
+    """Per row of values [B, N]: the first NaN if any, else the first maximum (int64 [B])."""
+    is_nan = torch.isnan(values)
+    first_nan = is_nan.to(torch.uint8).argmax(dim=1)
+    return torch.where(is_nan.any(dim=1), first_nan, values.argmax(dim=1))
+
+
+def track_postprocess_reference(
+    cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr, lr_from_pscore
+):
+    """(index int64 [B], values float32 [B, len(TRACK_FIELDS)])."""
+    f64 = torch.float64
+    score, box, w_vis, w_nl, h_vis, h_nl = _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
+    batch = score.shape[0]
+    target_w, target_h = (target_size.to(f64)[:, k, None, None, None] for k in range(2))
+    w, h = box[:, 2], box[:, 3]
+    scale_change = _change(_size_with_context(w, h) / _size_with_context(target_w, target_h))
+    ratio_change = _change((target_w / target_h) / (w / h))
+    penalty = torch.exp((1.0 - ratio_change * scale_change) * penalty_k)
+    pscore = penalty * score * (1.0 - window_influence) + window.to(f64) * window_influence
+    index = first_argmax(pscore.reshape(batch, -1).float())
+    rows = torch.arange(batch, device=score.device)
+    at_best = lambda cells: cells.reshape(batch, -1)[rows, index]  # noqa: E731
+    best_lr = at_best(pscore) * lr if lr_from_pscore else at_best(penalty) * at_best(score) * lr
+    best_box = box.reshape(batch, 4, -1)[rows, :, index]
+    values = torch.cat(
+        (best_box, torch.stack((at_best(score), at_best(pscore), best_lr, w_vis, w_nl, h_vis, h_nl), dim=1)), dim=1
+    )
+    return index, values.float()
+
+
+# --------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("snlt_fast::dynamic_aggregate", mutates_args=())
+def _aggregate_op(
+    cls_vis: Tensor,
+    cls_nl: Optional[Tensor],
+    loc_vis: Tensor,
+    loc_nl: Optional[Tensor],
+    anchors: Tensor,
+    alpha: float,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    if backend == "reference":
+        return dynamic_aggregate_reference(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
+    if backend in ("cpu", "cuda"):
+        return tuple(_backends.native_ops().postprocess_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha))
+    return _backends.triton_kernels("postprocess").dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
+
+
+@_aggregate_op.register_fake
+def _(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha, backend):
+    batch, channels, height, width = cls_vis.shape
+    f32 = torch.float32
+    return (
+        cls_vis.new_empty((batch, channels // 2, height, width), dtype=f32),
+        cls_vis.new_empty((batch, 4, channels // 2, height, width), dtype=f32),
+        cls_vis.new_empty((batch, 4), dtype=f32),
+    )
+
+
+@torch.library.custom_op("snlt_fast::track_postprocess", mutates_args=())
+def _track_op(
+    cls_vis: Tensor,
+    cls_nl: Optional[Tensor],
+    loc_vis: Tensor,
+    loc_nl: Optional[Tensor],
+    anchors: Tensor,
+    window: Tensor,
+    target_size: Tensor,
+    alpha: float,
+    penalty_k: float,
+    window_influence: float,
+    lr: float,
+    lr_from_pscore: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
+    if backend == "reference":
+        return track_postprocess_reference(*args, lr_from_pscore)
+    if backend in ("cpu", "cuda"):
+        return tuple(_backends.native_ops().postprocess_track(*args, lr_from_pscore))
+    return _backends.triton_kernels("postprocess").track_postprocess(*args, lr_from_pscore)
+
+
+@_track_op.register_fake
+def _(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr, lr_from_pscore, backend):
+    batch = cls_vis.shape[0]
+    return cls_vis.new_empty((batch,), dtype=torch.int64), cls_vis.new_empty((batch, len(TRACK_FIELDS)), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_tensor(name, value):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+
+
+def _check_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _check_same_device(named_tensors):
+    first_name, first = named_tensors[0]
+    for name, value in named_tensors[1:]:
+        if value.device != first.device:
+            raise ValueError(f"{name} must be on the device of {first_name} ({first.device}), got {value.device}")
+
+
+def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
+    """Validate the heads and anchors; returns the heads in one kernel dtype (float32 or float64), contiguous."""
+    _check_tensor("cls_vis", cls_vis)
+    _check_tensor("loc_vis", loc_vis)
+    _check_tensor("anchors", anchors)
+    if (cls_nl is None) != (loc_nl is None):
+        raise ValueError("cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)")
+    heads = [("cls_vis", cls_vis), ("loc_vis", loc_vis)]
+    if cls_nl is not None:
+        _check_tensor("cls_nl", cls_nl)
+        _check_tensor("loc_nl", loc_nl)
+        heads += [("cls_nl", cls_nl), ("loc_nl", loc_nl)]
+    _check_same_device(heads + [("anchors", anchors)])
+    if cls_vis.dim() != 4 or cls_vis.shape[1] < 2 or cls_vis.shape[1] % 2:
+        raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(cls_vis.shape)}")
+    batch, channels, height, width = cls_vis.shape
+    anchor_num = channels // 2
+    if height < 1 or width < 1:
+        raise ValueError(f"cls_vis must have a non-empty score map, got shape {tuple(cls_vis.shape)}")
+    expected_loc = (batch, 4 * anchor_num, height, width)
+    if tuple(loc_vis.shape) != expected_loc:
+        raise ValueError(
+            f"loc_vis must be [B, 4A, H, W] = {expected_loc} to match cls_vis {tuple(cls_vis.shape)} "
+            f"(A = {anchor_num}), got {tuple(loc_vis.shape)}"
+        )
+    if cls_nl is not None:
+        for name, value, expected in (("cls_nl", cls_nl, cls_vis.shape), ("loc_nl", loc_nl, expected_loc)):
+            if tuple(value.shape) != tuple(expected):
+                raise ValueError(f"{name} must have the shape of the visual head, {tuple(expected)}, got {tuple(value.shape)}")
+    if tuple(anchors.shape) != (4, anchor_num, height, width):
+        raise ValueError(
+            f"anchors must be [4, A, H, W] = {(4, anchor_num, height, width)} for A = {anchor_num} anchors and a "
+            f"{height}x{width} score map, got {tuple(anchors.shape)}"
+        )
+    dtypes = {value.dtype for _, value in heads}
+    if len(dtypes) != 1:
+        raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
+    # Half types convert to float32 exactly, so the kernels read float32 or float64 only.
+    kernel_dtype = torch.float64 if cls_vis.dtype == torch.float64 else torch.float32
+    prepared = [None if v is None else v.to(kernel_dtype).contiguous() for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
+    return prepared, anchors.to(torch.float64).contiguous()
+
+
+def _check_window(window, anchors):
+    _check_tensor("window", window)
+    _check_same_device([("anchors", anchors), ("window", window)])
+    if tuple(window.shape) != tuple(anchors.shape[1:]):
+        raise ValueError(
+            f"window must be [A, H, W] = {tuple(anchors.shape[1:])} to match the anchors, got {tuple(window.shape)}"
+        )
+    return window.to(torch.float64).contiguous()
+
+
+def _check_target_size(target_size, batch, device):
+    """target_size as float64 [B, 2] on `device`: a tensor [B, 2] or [2], or a sequence of (w, h)."""
+    if isinstance(target_size, Tensor):
+        if target_size.dtype.is_complex or target_size.dtype == torch.bool:
+            raise TypeError(f"target_size must hold real numbers, got {target_size.dtype}")
+        if target_size.device != device:
+            raise ValueError(f"target_size must be on the device of cls_vis ({device}), got {target_size.device}")
+        sizes = target_size.to(torch.float64)
+    else:
+        try:
+            sizes = torch.as_tensor(target_size, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"target_size must be a tensor or a sequence of (w, h) numbers, got {target_size!r}") from error
+    if sizes.shape == (2,):
+        sizes = sizes.expand(batch, 2)
+    if tuple(sizes.shape) != (batch, 2):
+        raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
+    if sizes.device.type == "cpu":
+        if not bool(torch.all(torch.isfinite(sizes) & (sizes > 0))):
+            raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
+    else:
+        # Checking a device tensor on the host would stall the stream every frame: an
+        # invalid size becomes NaN instead, which makes every score of that target NaN.
+        sizes = torch.where(torch.isfinite(sizes) & (sizes > 0), sizes, math.nan)
+    return sizes.to(device).contiguous()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 300, backend=None) -> Aggregation:
+    """SNLT's dynamic aggregation (the paper's Eq. 2-4) of the visual and NL heads.
+
+    Returns the fused score map [B, A, H, W], the fused boxes [B, 4, A, H, W] (cx, cy,
+    w, h decoded on `anchors`), and per target the weights w_vis, w_nl and the head
+    entropies h_vis, h_nl; all float32. cls_nl = loc_nl = None means the visual head
+    only (w_vis = 1). See the module docstring for the exact arithmetic.
+    """
+    alpha = _check_number("alpha", alpha)
+    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
+    backend = _backends.resolve_backend(backend, cls_vis.device)
+    score, box, stats = _aggregate_op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha, backend)
+    return Aggregation(score, box, *stats.unbind(dim=1))
+
+
+def track_postprocess(
+    cls_vis,
+    cls_nl,
+    loc_vis,
+    loc_nl,
+    anchors,
+    window,
+    target_size,
+    *,
+    alpha=1 / 300,
+    penalty_k=0.04,
+    window_influence=0.44,
+    lr=0.4,
+    lr_mode="snlt",
+    backend=None,
+) -> TrackResult:
+    """One tracking step's post-processing for B targets: SNLT's aggregation, SiamRPN++'s
+    scale/ratio penalty and cosine window, and the best anchor per target.
+
+    target_size is each target's current (w, h) in crop pixels ([B, 2], or [2] for all).
+    lr_mode "snlt" takes lr = pscore[best] * lr, "pysot" takes penalty[best] * score[best] * lr.
+    With cls_nl = loc_nl = None this is exactly SiamRPN++'s post-processing.
+    """
+    alpha = _check_number("alpha", alpha)
+    penalty_k = _check_number("penalty_k", penalty_k)
+    window_influence = _check_number("window_influence", window_influence)
+    lr = _check_number("lr", lr)
+    if lr_mode not in LR_MODES:
+        raise ValueError(f"lr_mode must be one of {', '.join(map(repr, LR_MODES))}, got {lr_mode!r}")
+    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
+    window = _check_window(window, anchors)
+    target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
+    backend = _backends.resolve_backend(backend, cls_vis.device)
+    index, values = _track_op(
+        cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size,
+        alpha, penalty_k, window_influence, lr, lr_mode == "snlt", backend,
+    )  # fmt: skip
+    box = values[:, 0:4]
+    return TrackResult(index, box, *values[:, 4:].unbind(dim=1))
