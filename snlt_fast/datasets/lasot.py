@@ -1,0 +1,83 @@
+"""LaSOT: `<root>/<category>/<category>-<n>/` with `img/00000001.jpg ...`,
+`groundtruth.txt`, `full_occlusion.txt`, `out_of_view.txt` and `nlp.txt`.
+
+A frame is absent when it is fully occluded or out of view. A flattened layout
+(`<root>/<category>-<n>/`) is accepted as well.
+"""
+
+from pathlib import Path
+
+from snlt_fast.datasets._text import AnnotationError, first_line, read_boxes, read_flags, read_names
+from snlt_fast.datasets.base import Dataset, NumberedFrames, Video
+
+# Name lists looked up in the LaSOT root for the named subsets.
+LASOT_SUBSET_FILES = {"test": "testing_set.txt", "nl-consistent": "nl-consistent-lasot.txt"}
+
+
+class LaSOT(Dataset):
+    """LaSOT sequences.
+
+    subset: None for every sequence found under root; "test" (the 280-sequence
+    test split, names from `<root>/testing_set.txt`); "nl-consistent" (the 44
+    sequences whose sentence holds for the whole video, `<root>/nl-consistent-lasot.txt`);
+    a path to a name list; or a list of names.
+    """
+
+    def __init__(self, root, subset=None):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"LaSOT folder not found: {root}")
+        names = _subset_names(root, subset)
+        videos = [_read_sequence(_sequence_folder(root, name)) for name in names]
+        label = subset if isinstance(subset, str) and subset in LASOT_SUBSET_FILES else None
+        super().__init__(f"LaSOT-{label}" if label else "LaSOT", videos)
+
+
+def _subset_names(root, subset):
+    if subset is None:
+        names = sorted(p.parent.name for p in root.glob("*/groundtruth.txt"))
+        names += sorted(p.parent.name for p in root.glob("*/*/groundtruth.txt"))
+        if not names:
+            raise FileNotFoundError(f"no LaSOT sequences in {root} (expected <category>/<name>/groundtruth.txt)")
+        return names
+    if isinstance(subset, (list, tuple)):
+        return list(subset)
+    if subset in LASOT_SUBSET_FILES:
+        path = root / LASOT_SUBSET_FILES[subset]
+        if not path.is_file():
+            raise FileNotFoundError(f"LaSOT {subset} name list not found: {path} (or pass subset=<path to a name list>)")
+        return read_names(path, f"LaSOT {subset} name list")
+    path = Path(subset)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LaSOT subset must be None, {', '.join(map(repr, LASOT_SUBSET_FILES))}, a name list file or a list of names; "
+            f"no file {path}"
+        )
+    return read_names(path, "LaSOT name list")
+
+
+def _sequence_folder(root, name):
+    category = name.rsplit("-", 1)[0]
+    for folder in (root / category / name, root / name):
+        if folder.is_dir():
+            return folder
+    raise FileNotFoundError(f"LaSOT sequence {name} not found: neither {root / category / name} nor {root / name}")
+
+
+def _read_sequence(folder):
+    boxes = read_boxes(folder / "groundtruth.txt", "LaSOT ground truth")
+    absent = None
+    for flag_name in ("full_occlusion.txt", "out_of_view.txt"):
+        flags = read_flags(folder / flag_name, "LaSOT absent flags")
+        if len(flags) != len(boxes):
+            raise AnnotationError(f"{folder / flag_name}: {len(flags)} flags for {len(boxes)} ground-truth boxes")
+        absent = flags if absent is None else absent | flags
+    nlp = folder / "nlp.txt"
+    return Video(
+        name=folder.name,
+        boxes=boxes,
+        frame_paths=NumberedFrames(folder / "img", 1, len(boxes), 8),
+        absent=absent,
+        sentence=first_line(nlp, "LaSOT sentence (nlp.txt)") if nlp.is_file() else None,
+        source=str(folder),
+    )

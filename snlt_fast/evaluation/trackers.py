@@ -1,0 +1,52 @@
+"""Trackers by name for `snlt eval run`: "snlt", or any factory as "module:function"."""
+
+import importlib
+
+BUILTIN_TRACKERS = ("snlt",)
+
+
+def tracker_label(spec):
+    """The default results-folder name of a tracker spec ("snlt", "pkg.mod:make_x" -> "make_x")."""
+    return spec.rsplit(":", 1)[-1]
+
+
+def make_tracker(spec, weights=None, random_weights=False, device=None):
+    """A tracker object (with init and track) from a spec.
+
+    "snlt": the SNLT tracker, from `weights` or, with random_weights=True, from
+    freshly initialised weights (for timing and smoke tests). "module:function":
+    `function` is imported from `module` and called with the keyword arguments
+    weights= and device= that were given (none when neither was).
+    """
+    if weights is not None and random_weights:
+        raise ValueError("give weights or random_weights, not both")
+    if spec == "snlt":
+        return _make_snlt(weights, random_weights, device)
+    if ":" not in spec:
+        raise ValueError(f"unknown tracker {spec!r}: expected one of {', '.join(BUILTIN_TRACKERS)} or module:function")
+    if random_weights:
+        raise ValueError("random weights apply to the built-in snlt tracker only")
+    module_name, function_name = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import tracker module {module_name!r}: {error}") from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise ValueError(f"module {module_name!r} has no callable {function_name!r}")
+    options = {key: value for key, value in (("weights", weights), ("device", device)) if value is not None}
+    tracker = factory(**options)
+    missing = [method for method in ("init", "track") if not callable(getattr(tracker, method, None))]
+    if missing:
+        raise ValueError(f"{spec} returned {type(tracker).__name__}, which has no {' or '.join(missing)} method")
+    return tracker
+
+
+def _make_snlt(weights, random_weights, device):
+    if weights is None and not random_weights:
+        raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
+    try:
+        from snlt_fast.tracker import SNLTracker
+    except ImportError as error:
+        raise ValueError(f"the SNLT tracker is not available: {error}") from None
+    return SNLTracker(weights=weights, device=device)
