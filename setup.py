@@ -47,7 +47,7 @@ def _extension():
     sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     # -ffp-contract=off: no fused multiply-add, so every product and sum is
     # rounded as the reference rounds it (bit-exact results across backends).
-    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fopenmp"]
     define_macros = []
     extension_type = cpp_extension.CppExtension
     extra = {"cxx": cxx_flags}
@@ -55,7 +55,7 @@ def _extension():
         sources += sorted(glob.glob("csrc/**/*.cu", recursive=True))
         define_macros.append(("SNLT_FAST_WITH_CUDA", None))
         extension_type = cpp_extension.CUDAExtension
-        nvcc_flags = ["-O3", "-std=c++17", "--fmad=false", "-lineinfo"]
+        nvcc_flags = ["-O3", "-std=c++20", "--fmad=false", "-lineinfo"]
         # The pip CUDA runtime ships the cuBLAS/cuSPARSE headers that the
         # system toolkit may lack but torch's CUDA headers include.
         pip_cuda_include = Path(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")

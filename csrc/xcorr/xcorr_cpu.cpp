@@ -1,0 +1,503 @@
+// Depth-wise cross-correlation on the CPU: every (pair, batch, channel) plane of every
+// pair in one at::parallel_for, SIMD inside each plane, exact order of the contract in
+// xcorr_plan.h.
+//
+// How SIMD keeps the sequential order of each output:
+//   forward, grad search   each vector lane is its own output (consecutive columns of one
+//                          row) and adds its taps in order; the plane is first staged, in
+//                          the accumulator type, into a zero-padded buffer so that whole
+//                          vectors can be loaded past the last column;
+//   grad kernel            each (c, i, j) is one long running sum, so the lanes are 16 (8 for
+//                          double) consecutive channels of a channels-last staging copy,
+//                          and several taps run side by side as independent chains.
+// The vector code is written once with GCC vector extensions and compiled for AVX-512,
+// AVX2 and baseline x86-64, picked at run time (SNLT_FAST_XCORR_ISA=avx2|generic forces
+// a lower one, for testing).
+#include "xcorr/xcorr_plan.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+// 64-byte vectors passed by value between always-inline helpers: no ABI is involved.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace snlt_fast::xcorr {
+namespace {
+
+#define SNLT_ALWAYS_INLINE inline __attribute__((always_inline))
+
+template <typename T>
+struct AccumulatorOf {
+  using type = float;
+};
+template <>
+struct AccumulatorOf<double> {
+  using type = double;
+};
+
+// ------------------------------------------------------------------ vector core
+
+constexpr int kVectorBytes = 64;
+template <typename Acc>
+struct VectorOf {
+  typedef Acc type __attribute__((vector_size(kVectorBytes)));
+};
+template <typename Acc>
+using Vec = typename VectorOf<Acc>::type;
+template <typename Acc>
+constexpr int64_t kLanes = kVectorBytes / sizeof(Acc);
+
+template <typename Acc>
+SNLT_ALWAYS_INLINE Vec<Acc> load(const Acc* p) {
+  Vec<Acc> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename Acc>
+SNLT_ALWAYS_INLINE void store(Acc* p, Vec<Acc> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// dst[y][x] = +0, then += src[y * src_stride + x + offsets[t]] * weights[t] for t in order,
+// for y < rows and x < chunks * lanes (dst rows are chunks * lanes long).
+template <typename Acc>
+struct CorrelateJob {
+  const Acc* src;
+  int64_t src_stride;
+  const int64_t* offsets;
+  const Acc* weights;
+  int64_t taps;
+  int64_t rows;
+  int64_t chunks;
+  Acc* dst;
+};
+
+template <typename Acc, int ROWS, int CHUNKS>
+SNLT_ALWAYS_INLINE void correlate_tile(const CorrelateJob<Acc>& job, int64_t row, int64_t chunk) {
+  constexpr int64_t L = kLanes<Acc>;
+  Vec<Acc> acc[ROWS][CHUNKS] = {};  // +0
+  const Acc* origin = job.src + row * job.src_stride + chunk * L;
+  for (int64_t t = 0; t < job.taps; ++t) {
+    const Acc* tap = origin + job.offsets[t];
+    const Acc weight = job.weights[t];
+    for (int r = 0; r < ROWS; ++r)
+      for (int q = 0; q < CHUNKS; ++q) acc[r][q] += load(tap + r * job.src_stride + q * L) * weight;
+  }
+  const int64_t dst_stride = job.chunks * L;
+  for (int r = 0; r < ROWS; ++r)
+    for (int q = 0; q < CHUNKS; ++q) store(job.dst + (row + r) * dst_stride + (chunk + q) * L, acc[r][q]);
+}
+
+// Tiles of ROWS x CHUNKS vectors keep that many independent sums in registers.
+template <typename Acc, int ROWS, int CHUNKS>
+SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
+  const int64_t full_chunks = job.chunks / CHUNKS * CHUNKS;
+  const int64_t full_rows = job.rows / ROWS * ROWS;
+  for (int64_t chunk = 0; chunk < full_chunks; chunk += CHUNKS) {
+    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, ROWS, CHUNKS>(job, row, chunk);
+    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, 1, CHUNKS>(job, row, chunk);
+  }
+  for (int64_t chunk = full_chunks; chunk < job.chunks; ++chunk) {
+    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, ROWS, 1>(job, row, chunk);
+    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, 1, 1>(job, row, chunk);
+  }
+}
+
+// Channels-last planes (lanes = channels): for taps t < taps, the running sums
+// acc[t] += grad[y][x] * search[y][x] shifted by offsets[t], over (y, x) row-major.
+template <typename Acc>
+struct ChainJob {
+  const Acc* grad;    // [out_h][out_w][lanes]
+  const Acc* search;  // [height][width][lanes]
+  int64_t out_h, out_w, width;
+  const int64_t* offsets;  // tap (i, j) -> (i * width + j) * lanes
+  int64_t taps;
+  Acc* acc;  // [taps][lanes], carried over from one batch sample to the next
+};
+
+template <typename Acc, int TAPS>
+SNLT_ALWAYS_INLINE void chain_block(const ChainJob<Acc>& job, int64_t first_tap) {
+  constexpr int64_t L = kLanes<Acc>;
+  Vec<Acc> acc[TAPS];
+  const Acc* search_at[TAPS];
+  for (int t = 0; t < TAPS; ++t) {
+    acc[t] = load(job.acc + (first_tap + t) * L);
+    search_at[t] = job.search + job.offsets[first_tap + t];
+  }
+  const Acc* grad = job.grad;
+  for (int64_t y = 0; y < job.out_h; ++y) {
+    for (int64_t x = 0; x < job.out_w; ++x, grad += L) {
+      const Vec<Acc> g = load(grad);
+      const int64_t position = (y * job.width + x) * L;
+      for (int t = 0; t < TAPS; ++t) acc[t] += g * load(search_at[t] + position);
+    }
+  }
+  for (int t = 0; t < TAPS; ++t) store(job.acc + (first_tap + t) * L, acc[t]);
+}
+
+template <typename Acc, int TAPS>
+SNLT_ALWAYS_INLINE void chain_block_of(int64_t taps, const ChainJob<Acc>& job, int64_t first_tap) {
+  if constexpr (TAPS > 1) {
+    if (taps < TAPS) return chain_block_of<Acc, TAPS - 1>(taps, job, first_tap);
+  }
+  chain_block<Acc, TAPS>(job, first_tap);
+}
+
+// Taps go in blocks of at most MAX_TAPS chains, of near-equal sizes (25 taps: 7+6+6+6).
+template <typename Acc, int MAX_TAPS>
+SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
+  const int64_t blocks = (job.taps + MAX_TAPS - 1) / MAX_TAPS;
+  for (int64_t block = 0, first = 0; block < blocks; ++block) {
+    const int64_t size = (job.taps - first + blocks - block - 1) / (blocks - block);
+    chain_block_of<Acc, MAX_TAPS>(size, job, first);
+    first += size;
+  }
+}
+
+// One copy per instruction set; tile sizes fit each one's register file.
+#define SNLT_SIMD_VARIANT(NAME, TARGET, ROWS, CHUNKS, CHAIN_TAPS)                                      \
+  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, ROWS, CHUNKS>(job); }    \
+  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, ROWS, CHUNKS>(job); }  \
+  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, CHAIN_TAPS>(job); }                \
+  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, CHAIN_TAPS>(job); }
+
+SNLT_SIMD_VARIANT(avx512, __attribute__((target("avx512f"))), 4, 2, 8)
+SNLT_SIMD_VARIANT(avx2, __attribute__((target("avx2"))), 2, 2, 4)
+SNLT_SIMD_VARIANT(generic, , 1, 2, 2)
+#undef SNLT_SIMD_VARIANT
+
+template <typename Acc>
+struct SimdKernels {
+  void (*correlate)(const CorrelateJob<Acc>&);
+  void (*chains)(const ChainJob<Acc>&);
+};
+
+enum class Isa { Generic, Avx2, Avx512 };
+
+Isa chosen_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    Isa best = __builtin_cpu_supports("avx512f") ? Isa::Avx512
+               : __builtin_cpu_supports("avx2")  ? Isa::Avx2
+                                                  : Isa::Generic;
+    const char* forced = std::getenv("SNLT_FAST_XCORR_ISA");
+    if (forced != nullptr && std::string(forced) == "generic") return Isa::Generic;
+    if (forced != nullptr && std::string(forced) == "avx2" && best == Isa::Avx512) return Isa::Avx2;
+    return best;
+  }();
+  return isa;
+}
+
+template <typename Acc>
+SimdKernels<Acc> simd_kernels() {
+  switch (chosen_isa()) {
+    case Isa::Avx512:
+      return {correlate_avx512, chains_avx512};
+    case Isa::Avx2:
+      return {correlate_avx2, chains_avx2};
+    default:
+      return {correlate_generic, chains_generic};
+  }
+}
+
+// ------------------------------------------------------------------ staging
+
+// Per-thread buffers, grown on demand and kept for the next call.
+template <typename Acc>
+struct Scratch {
+  std::vector<Acc> input, output, weights, accumulators;
+  std::vector<int64_t> offsets;
+};
+
+template <typename Acc>
+Scratch<Acc>& thread_scratch() {
+  thread_local Scratch<Acc> scratch;
+  return scratch;
+}
+
+template <typename V>
+V* sized(std::vector<V>& buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// dst (dst_rows x dst_stride, zeros elsewhere) receives the rows x cols plane at src
+// (strides row_stride, col_stride) at (row_offset, col_offset), in the accumulator type.
+template <typename T, typename Acc>
+void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc* dst,
+                 int64_t dst_rows, int64_t dst_stride, int64_t row_offset, int64_t col_offset) {
+  std::fill(dst, dst + dst_rows * dst_stride, Acc(0));
+  for (int64_t y = 0; y < rows; ++y) {
+    const T* from = src + y * row_stride;
+    Acc* to = dst + (y + row_offset) * dst_stride + col_offset;
+    if (col_stride == 1) {
+      for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x]);
+    } else {
+      for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x * col_stride]);
+    }
+  }
+}
+
+// dst[y][x][lane] = channel `lane` of the rows x cols planes at src, for lane < count;
+// the other lanes are zero.
+template <typename T, typename Acc>
+void stage_channels_last(const T* src, const int64_t* stride /* c, y, x */, int64_t count, int64_t rows,
+                         int64_t cols, Acc* dst) {
+  constexpr int64_t L = kLanes<Acc>;
+  if (count < L) std::fill(dst, dst + rows * cols * L, Acc(0));
+  for (int64_t lane = 0; lane < count; ++lane) {
+    for (int64_t y = 0; y < rows; ++y) {
+      const T* from = src + lane * stride[0] + y * stride[1];
+      Acc* to = dst + y * cols * L + lane;
+      for (int64_t x = 0; x < cols; ++x) to[x * L] = static_cast<Acc>(from[x * stride[2]]);
+    }
+  }
+}
+
+// out = +0 + src * weight, elementwise: a 1x1 kernel (forward and grad search).
+template <typename T, typename Acc>
+void scale_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc weight,
+                 T* out) {
+  for (int64_t y = 0; y < rows; ++y, out += cols) {
+    const T* from = src + y * row_stride;
+    if (col_stride == 1) {
+      for (int64_t x = 0; x < cols; ++x) out[x] = static_cast<T>(Acc(0) + static_cast<Acc>(from[x]) * weight);
+    } else {
+      for (int64_t x = 0; x < cols; ++x)
+        out[x] = static_cast<T>(Acc(0) + static_cast<Acc>(from[x * col_stride]) * weight);
+    }
+  }
+}
+
+template <typename T, typename Acc>
+void store_rounded(const Acc* src, int64_t src_stride, int64_t rows, int64_t cols, T* out) {
+  for (int64_t y = 0; y < rows; ++y)
+    for (int64_t x = 0; x < cols; ++x) out[y * cols + x] = static_cast<T>(src[y * src_stride + x]);
+}
+
+// ------------------------------------------------------------------ work split
+
+// Below this many multiply-adds a call runs on the calling thread: waking the pool costs more.
+constexpr int64_t kSerialWork = 1 << 15;
+
+// Calls run(pair, item) for every item < items[pair] of every pair, on all threads at once:
+// the items, in order, are cut into one contiguous share per thread of near-equal total cost.
+template <typename Run>
+void parallel_items(const std::vector<int64_t>& items, const std::vector<int64_t>& item_cost, const Run& run) {
+  const size_t pairs = items.size();
+  std::vector<int64_t> start(pairs + 1, 0);
+  for (size_t p = 0; p < pairs; ++p) start[p + 1] = start[p] + items[p] * item_cost[p];
+  const int64_t total = start[pairs];
+  if (total == 0) return;
+  const int64_t shares = total < kSerialWork ? 1 : std::max(1, at::get_num_threads());
+  // Share s owns the items whose cost range starts in [total * s / shares, total * (s + 1) / shares).
+  auto run_share = [&](int64_t share) {
+    const int64_t low = total / shares * share + total % shares * share / shares;
+    const int64_t high = total / shares * (share + 1) + total % shares * (share + 1) / shares;
+    for (size_t p = 0; p < pairs; ++p) {
+      if (start[p + 1] <= low || start[p] >= high) continue;
+      const int64_t cost = item_cost[p];
+      const int64_t first = low <= start[p] ? 0 : (low - start[p] + cost - 1) / cost;
+      const int64_t last = std::min(items[p], (high - start[p] + cost - 1) / cost);
+      for (int64_t item = first; item < last; ++item) run(p, item);
+    }
+  };
+  if (shares == 1) return run_share(0);
+  at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t share = begin; share < end; ++share) run_share(share);
+  });
+}
+
+// ------------------------------------------------------------------ the three passes
+
+template <typename T>
+struct Planes {
+  using Acc = typename AccumulatorOf<T>::type;
+  static constexpr int64_t L = kLanes<Acc>;
+
+  static const T* search_plane(const Pair& p, int64_t b, int64_t c) {
+    return static_cast<const T*>(p.search) + b * p.search_stride[0] + c * p.search_stride[1];
+  }
+  static const T* kernel_plane(const Pair& p, int64_t b, int64_t c) {
+    return static_cast<const T*>(p.kernel) + b * p.kernel_stride[0] + c * p.kernel_stride[1];
+  }
+  static const T* grad_plane(const Pair& p, int64_t b, int64_t c) {
+    return static_cast<const T*>(p.grad_out) + b * p.grad_stride[0] + c * p.grad_stride[1];
+  }
+
+  // The kernel's taps in row-major order, as accumulator-type weights.
+  static Acc* load_weights(const Pair& p, const T* kernel, Scratch<Acc>& scratch) {
+    Acc* weights = sized(scratch.weights, p.kernel_h * p.kernel_w);
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j)
+        weights[i * p.kernel_w + j] = static_cast<Acc>(kernel[i * p.kernel_stride[2] + j * p.kernel_stride[3]]);
+    return weights;
+  }
+
+  static void forward(const Pair& p, int64_t b, int64_t c, const SimdKernels<Acc>& simd) {
+    const int64_t out_h = p.out_h(), out_w = p.out_w();
+    const T* search = search_plane(p, b, c);
+    const T* kernel = kernel_plane(p, b, c);
+    T* out = static_cast<T*>(p.out) + (b * p.channels + c) * out_h * out_w;
+    if (p.kernel_h == 1 && p.kernel_w == 1) {
+      const Acc weight = static_cast<Acc>(kernel[0]);
+      return scale_plane(search, p.search_stride[2], p.search_stride[3], out_h, out_w, weight, out);
+    }
+    Scratch<Acc>& scratch = thread_scratch<Acc>();
+    const int64_t chunks = (out_w + L - 1) / L;
+    const int64_t stride = chunks * L + p.kernel_w - 1;  // whole vectors may be read past the last column
+    Acc* staged = sized(scratch.input, p.height * stride);
+    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged, p.height, stride, 0, 0);
+    const int64_t taps = p.kernel_h * p.kernel_w;
+    int64_t* offsets = sized(scratch.offsets, taps);
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j) offsets[i * p.kernel_w + j] = i * stride + j;
+    Acc* sums = sized(scratch.output, out_h * chunks * L);
+    simd.correlate({staged, stride, offsets, load_weights(p, kernel, scratch), taps, out_h, chunks, sums});
+    store_rounded(sums, chunks * L, out_h, out_w, out);
+  }
+
+  static void grad_search(const Pair& p, int64_t b, int64_t c, const SimdKernels<Acc>& simd) {
+    const int64_t out_h = p.out_h(), out_w = p.out_w(), kh = p.kernel_h, kw = p.kernel_w;
+    const T* grad = grad_plane(p, b, c);
+    const T* kernel = kernel_plane(p, b, c);
+    T* grad_search = static_cast<T*>(p.grad_search) + (b * p.channels + c) * p.height * p.width;
+    if (kh == 1 && kw == 1) {
+      const Acc weight = static_cast<Acc>(kernel[0]);
+      return scale_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, weight, grad_search);
+    }
+    Scratch<Acc>& scratch = thread_scratch<Acc>();
+    // grad_out staged with kh-1 zero rows above and below and kw-1 zero columns left:
+    // every tap then reads in bounds, and a tap that misses grad_out adds 0 * weight.
+    const int64_t chunks = (p.width + L - 1) / L;
+    const int64_t stride = chunks * L + kw - 1;
+    const int64_t staged_rows = out_h + 2 * (kh - 1);
+    Acc* staged = sized(scratch.input, staged_rows * stride);
+    stage_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, staged, staged_rows, stride, kh - 1, kw - 1);
+    const Acc* weights = load_weights(p, kernel, scratch);
+    Acc* sums = sized(scratch.output, p.height * chunks * L);
+    // Adding 0 * weight leaves the sum as it is (the sum starts at +0, so it is never -0),
+    // unless the weight is inf or NaN: such a plane takes the bounds-checked path.
+    if (std::all_of(weights, weights + kh * kw, [](Acc w) { return std::isfinite(w); })) {
+      int64_t* offsets = sized(scratch.offsets, kh * kw);
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * stride + (kw - 1 - j);
+      simd.correlate({staged, stride, offsets, weights, kh * kw, p.height, chunks, sums});
+    } else {
+      for (int64_t y = 0; y < p.height; ++y) {
+        for (int64_t x = 0; x < p.width; ++x) {
+          Acc sum = 0;
+          for (int64_t i = std::max<int64_t>(0, y - out_h + 1); i <= std::min(y, kh - 1); ++i)
+            for (int64_t j = std::max<int64_t>(0, x - out_w + 1); j <= std::min(x, kw - 1); ++j)
+              sum += staged[(y - i + kh - 1) * stride + (x - j + kw - 1)] * weights[i * kw + j];
+          sums[y * chunks * L + x] = sum;
+        }
+      }
+    }
+    store_rounded(sums, chunks * L, p.height, p.width, grad_search);
+  }
+
+  // grad_kernel[kb, c0 : c0 + lanes, :, :]
+  static void grad_kernel(const Pair& p, int64_t kernel_b, int64_t c0, const SimdKernels<Acc>& simd) {
+    const int64_t out_h = p.out_h(), out_w = p.out_w(), taps = p.kernel_h * p.kernel_w;
+    const int64_t count = std::min(L, p.channels - c0);
+    Scratch<Acc>& scratch = thread_scratch<Acc>();
+    Acc* search = sized(scratch.input, p.height * p.width * L);
+    Acc* grad = sized(scratch.output, out_h * out_w * L);
+    Acc* sums = sized(scratch.accumulators, taps * L);
+    std::fill(sums, sums + taps * L, Acc(0));
+    int64_t* offsets = sized(scratch.offsets, taps);
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j) offsets[i * p.kernel_w + j] = (i * p.width + j) * L;
+    const int64_t first_b = p.kernel_shared ? 0 : kernel_b;
+    const int64_t end_b = p.kernel_shared ? p.batch : kernel_b + 1;
+    for (int64_t b = first_b; b < end_b; ++b) {
+      stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search);
+      stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad);
+      simd.chains({grad, search, out_h, out_w, p.width, offsets, taps, sums});
+    }
+    T* out = static_cast<T*>(p.grad_kernel) + (kernel_b * p.channels + c0) * taps;
+    for (int64_t lane = 0; lane < count; ++lane)
+      for (int64_t t = 0; t < taps; ++t) out[lane * taps + t] = static_cast<T>(sums[t * L + lane]);
+  }
+};
+
+template <typename T>
+void forward_typed(const std::vector<Pair>& pairs) {
+  using P = Planes<T>;
+  const auto simd = simd_kernels<typename P::Acc>();
+  std::vector<int64_t> items, cost;
+  for (const Pair& p : pairs) {
+    items.push_back(p.batch * p.channels);
+    cost.push_back(p.out_h() * p.out_w() * p.kernel_h * p.kernel_w + p.height * p.width);
+  }
+  parallel_items(items, cost, [&](size_t pair, int64_t item) {
+    const Pair& p = pairs[pair];
+    P::forward(p, item / p.channels, item % p.channels, simd);
+  });
+}
+
+template <typename T>
+void backward_typed(const std::vector<Pair>& pairs, bool need_search, bool need_kernel) {
+  using P = Planes<T>;
+  const auto simd = simd_kernels<typename P::Acc>();
+  if (need_search) {
+    std::vector<int64_t> items, cost;
+    for (const Pair& p : pairs) {
+      items.push_back(p.batch * p.channels);
+      cost.push_back(p.height * p.width * (p.kernel_h * p.kernel_w + 1));
+    }
+    parallel_items(items, cost, [&](size_t pair, int64_t item) {
+      const Pair& p = pairs[pair];
+      P::grad_search(p, item / p.channels, item % p.channels, simd);
+    });
+  }
+  if (need_kernel) {
+    std::vector<int64_t> items, cost;
+    for (const Pair& p : pairs) {
+      const int64_t groups = (p.channels + P::L - 1) / P::L;
+      const int64_t samples = p.kernel_shared ? p.batch : 1;
+      items.push_back(p.kernel_batch() * groups);
+      cost.push_back(std::max<int64_t>(1, samples * P::L * (p.out_h() * p.out_w() * p.kernel_h * p.kernel_w + p.height * p.width)));
+    }
+    parallel_items(items, cost, [&](size_t pair, int64_t item) {
+      const Pair& p = pairs[pair];
+      const int64_t groups = (p.channels + P::L - 1) / P::L;
+      P::grad_kernel(p, item / groups, item % groups * P::L, simd);
+    });
+  }
+}
+
+template <typename Fn>
+void with_scalar_type(Dtype dtype, const Fn& fn) {
+  switch (dtype) {
+    case Dtype::Float16:
+      return fn(c10::Half{});
+    case Dtype::BFloat16:
+      return fn(c10::BFloat16{});
+    case Dtype::Float32:
+      return fn(float{});
+    case Dtype::Float64:
+      return fn(double{});
+  }
+}
+
+}  // namespace
+
+void forward_cpu(Dtype dtype, const std::vector<Pair>& pairs) {
+  with_scalar_type(dtype, [&](auto tag) { forward_typed<decltype(tag)>(pairs); });
+}
+
+void backward_cpu(Dtype dtype, const std::vector<Pair>& pairs, bool need_search, bool need_kernel) {
+  with_scalar_type(dtype, [&](auto tag) { backward_typed<decltype(tag)>(pairs, need_search, need_kernel); });
+}
+
+}  // namespace snlt_fast::xcorr
