@@ -2,10 +2,14 @@
 `groundtruth.txt`, `full_occlusion.txt`, `out_of_view.txt` and `nlp.txt`.
 
 A frame is absent when it is fully occluded or out of view. A flattened layout
-(`<root>/<category>-<n>/`) is accepted as well.
+(`<root>/<category>-<n>/`) is accepted as well, and so is the annotations-only
+release of the test set (`<root>/annos/<name>.txt` with the absent flags, one
+per line, in `<root>/annos/absent/<name>.txt`), which is all that scoring needs.
 """
 
 from pathlib import Path
+
+import numpy as np
 
 from snlt_fast.datasets._text import AnnotationError, first_line, read_boxes, read_flags, read_names
 from snlt_fast.datasets.base import Dataset, NumberedFrames, Video
@@ -28,7 +32,7 @@ class LaSOT(Dataset):
         if not root.is_dir():
             raise FileNotFoundError(f"LaSOT folder not found: {root}")
         names = _subset_names(root, subset)
-        videos = [_read_sequence(_sequence_folder(root, name)) for name in names]
+        videos = [_read_video(root, name) for name in names]
         label = subset if isinstance(subset, str) and subset in LASOT_SUBSET_FILES else None
         super().__init__(f"LaSOT-{label}" if label else "LaSOT", videos)
 
@@ -37,6 +41,7 @@ def _subset_names(root, subset):
     if subset is None:
         names = sorted(p.parent.name for p in root.glob("*/groundtruth.txt"))
         names += sorted(p.parent.name for p in root.glob("*/*/groundtruth.txt"))
+        names += sorted(p.stem for p in root.glob("annos/*.txt"))
         if not names:
             raise FileNotFoundError(f"no LaSOT sequences in {root} (expected <category>/<name>/groundtruth.txt)")
         return names
@@ -56,28 +61,41 @@ def _subset_names(root, subset):
     return read_names(path, "LaSOT name list")
 
 
-def _sequence_folder(root, name):
+def _read_video(root, name):
     category = name.rsplit("-", 1)[0]
     for folder in (root / category / name, root / name):
         if folder.is_dir():
-            return folder
-    raise FileNotFoundError(f"LaSOT sequence {name} not found: neither {root / category / name} nor {root / name}")
+            return _read_sequence(folder)
+    annotation = root / "annos" / f"{name}.txt"
+    if annotation.is_file():
+        boxes = read_boxes(annotation, "LaSOT ground truth")
+        absent = _read_absent(boxes, root / "annos" / "absent" / f"{name}.txt")
+        return Video(name, boxes, NumberedFrames(root / category / name / "img", 1, len(boxes), 8), absent,
+                     source=str(annotation))
+    raise FileNotFoundError(
+        f"LaSOT sequence {name} not found: none of {root / category / name}, {root / name}, {annotation}"
+    )
+
+
+def _read_absent(boxes, *flag_files):
+    """Frames flagged in any of the files; each must have one flag per box."""
+    absent = np.zeros(len(boxes), dtype=bool)
+    for path in flag_files:
+        flags = read_flags(path, "LaSOT absent flags")
+        if len(flags) != len(boxes):
+            raise AnnotationError(f"{path}: {len(flags)} flags for {len(boxes)} ground-truth boxes")
+        absent |= flags
+    return absent
 
 
 def _read_sequence(folder):
     boxes = read_boxes(folder / "groundtruth.txt", "LaSOT ground truth")
-    absent = None
-    for flag_name in ("full_occlusion.txt", "out_of_view.txt"):
-        flags = read_flags(folder / flag_name, "LaSOT absent flags")
-        if len(flags) != len(boxes):
-            raise AnnotationError(f"{folder / flag_name}: {len(flags)} flags for {len(boxes)} ground-truth boxes")
-        absent = flags if absent is None else absent | flags
     nlp = folder / "nlp.txt"
     return Video(
         name=folder.name,
         boxes=boxes,
         frame_paths=NumberedFrames(folder / "img", 1, len(boxes), 8),
-        absent=absent,
+        absent=_read_absent(boxes, folder / "full_occlusion.txt", folder / "out_of_view.txt"),
         sentence=first_line(nlp, "LaSOT sentence (nlp.txt)") if nlp.is_file() else None,
         source=str(folder),
     )
