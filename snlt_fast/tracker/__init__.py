@@ -1,0 +1,7 @@
+"""The SNLT tracker: per-frame step on the model's device, batched targets, long-term mode."""
+
+from snlt_fast.tracker.config import TrackerConfig
+from snlt_fast.tracker.random_weights import calibrate_random_weights
+from snlt_fast.tracker.tracker import SNLTracker, TargetResult, default_config
+
+__all__ = ["SNLTracker", "TargetResult", "TrackerConfig", "calibrate_random_weights", "default_config"]

@@ -1,0 +1,287 @@
+"""SNLTracker: the SNLT tracker (SiamRPN++ without a sentence) with the per-frame
+step kept on the model's device.
+
+Per frame, for all targets at once: the search crops (one `grid_sample`), the
+model's cached-template `track`, the fused `track_postprocess`, and the box update
+(lr smoothing, clipping), all as tensor ops; the only host read is one small
+[targets, 8] tensor holding each target's box, score, pscore and modality weights.
+
+The state follows pysot's SiamRPNTracker and the published SNLT tracker: centre
+(cx, cy) and size (w, h) in frame pixels, in float64 as numpy keeps them.
+Long-term mode follows the published tracker's LOST state: a target whose mean best
+pscore over the last `history` frames drops below `confidence_low` is searched in a
+`lost_instance_size` crop with no scale/ratio penalty, window influence
+`lost_window_influence` and rate `lost_lr`, until that mean rises above
+`confidence_high`. (The published code centres the lost search on a randomly drawn
+recent prediction; here it is the latest one, so that runs are repeatable.)
+"""
+
+import collections
+import contextlib
+from typing import NamedTuple
+
+import torch
+
+from snlt_fast.ops.anchors import generate_anchors, hanning_window
+from snlt_fast.ops.postprocess import track_postprocess
+from snlt_fast.tracker.config import TrackerConfig
+from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
+
+# Columns of the per-frame result read back to the host.
+_RESULT_COLUMNS = ("x", "y", "w", "h", "score", "pscore", "w_vis", "w_nl")
+
+
+class TargetResult(NamedTuple):
+    """One target in one frame: box (x, y, w, h) in frame pixels, the fused score at the
+    chosen anchor, its penalised score, the weights of the visual and language heads,
+    and whether the target is in long-term (LOST) search."""
+
+    box: tuple
+    score: float
+    pscore: float
+    w_vis: float
+    w_nl: float
+    lost: bool
+
+
+def _parse_targets(box, text):
+    """(boxes [N, 4] as float tuples, texts list or None, single) from init's arguments."""
+    single = len(box) == 4 and all(isinstance(v, (int, float)) or getattr(v, "ndim", 1) == 0 for v in box)
+    boxes = [box] if single else list(box)
+    texts = [text] if single or isinstance(text, str) else text
+    if texts is not None and (len(texts) != len(boxes)):
+        raise ValueError(f"text must give one sentence per box: got {len(boxes)} boxes and {len(texts)} sentences")
+    parsed = []
+    for index, one in enumerate(boxes):
+        values = tuple(float(v) for v in one)
+        if len(values) != 4:
+            raise ValueError(f"box {index} must be (x, y, w, h), got {one!r}")
+        if not all(v == v and abs(v) != float("inf") for v in values):
+            raise ValueError(f"box {index} must hold finite numbers, got {values}")
+        if values[2] <= 0 or values[3] <= 0:
+            raise ValueError(f"box {index} must have a positive width and height, got {values}")
+        parsed.append(values)
+    if not parsed:
+        raise ValueError("init needs at least one box")
+    if texts is not None:
+        if any(t is None for t in texts):
+            if any(t is not None for t in texts):
+                raise ValueError("give a sentence for every target or for none of them")
+            texts = None
+        elif not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"text must be non-empty strings, got {texts!r}")
+    return parsed, texts, single
+
+
+class SNLTracker:
+    """The SNLT tracker on `model` (an snlt_fast.models.SNLT, or one loaded with load_checkpoint).
+
+    config      TrackerConfig; default: pysot's values for a visual-only model with 5
+                anchors per cell (a pysot checkpoint), else the published SNLT values.
+    reference   run the model and the post-processing on the pure-PyTorch reference
+                ops (the specification), for checking; same as backend="reference".
+    backend     the backend of the correlations and the post-processing (None: fastest).
+    cuda_graph  on a CUDA device, capture the per-frame step once and replay it.
+    """
+
+    def __init__(self, model, config=None, *, reference=False, backend=None, cuda_graph=False):
+        if reference and backend not in (None, "reference"):
+            raise ValueError(f"reference=True runs the reference backend; it cannot be combined with backend={backend!r}")
+        self.model = model.eval()
+        self.config = config if config is not None else default_config(model)
+        if not isinstance(self.config, TrackerConfig):
+            raise TypeError(f"config must be a TrackerConfig, got {type(self.config).__name__}")
+        if self.config.anchor_num != model.anchor_num:
+            raise ValueError(
+                f"config has {self.config.anchor_num} anchors per cell ({len(self.config.anchor_ratios)} ratios x "
+                f"{len(self.config.anchor_scales)} scales) but the model predicts {model.anchor_num}"
+            )
+        self.backend = "reference" if reference else backend
+        self.device = next(model.parameters()).device
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a model on a CUDA device, got {self.device}")
+        self.cuda_graph = cuda_graph
+        self._anchor_cache = {}
+        self._graph = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def init(self, frame, box, text=None):
+        """Start tracking in `frame` (HxWx3 uint8 BGR) the target(s) `box` = (x, y, w, h)
+        described by `text` (None: visual only); or N boxes and N sentences (a list each)."""
+        boxes, texts, self._single = _parse_targets(box, text)
+        with torch.inference_mode():
+            self._init_state(frame_to_tensor(frame, self.device), boxes, texts)
+
+    def _init_state(self, frame, boxes, texts):
+        self._frame_shape = tuple(frame.shape)
+        self._frame_limits = torch.tensor(
+            [frame.shape[1], frame.shape[0]], dtype=torch.float64, device=self.device
+        )
+        boxes = torch.tensor(boxes, dtype=torch.float64, device=self.device)
+        # pysot's centre of a 0-based box: x + (w - 1) / 2.
+        self._centers = boxes[:, :2] + (boxes[:, 2:] - 1) / 2
+        self._sizes = boxes[:, 2:].clone()
+        self._fill = channel_fill(frame)
+        exemplar = self.model.exemplar_size
+        template_sizes = torch.round(self._template_side(self._sizes))
+        z_crops = crop_and_resize(frame, self._centers, template_sizes, exemplar, self._fill)
+        with self._model_backend():
+            # Kept here, not only in the model, so that several trackers can share one model.
+            self._template = self.model.template(z_crops, texts)
+        self.has_text = texts is not None
+        count = len(boxes)
+        self._lost = [False] * count
+        # The published tracker seeds each target's history with a best score of 1.
+        self._history = [collections.deque([1.0], maxlen=self.config.history) for _ in range(count)]
+        self._graph = None
+
+    def _template_side(self, sizes):
+        """sqrt((w + c(w+h)) (h + c(w+h))): the side of the template square, before rounding."""
+        context = self.config.context_amount * sizes.sum(dim=1, keepdim=True)
+        padded = sizes + context
+        return torch.sqrt(padded[:, 0] * padded[:, 1])
+
+    @contextlib.contextmanager
+    def _model_backend(self):
+        if self.backend is None:
+            yield
+        else:
+            with self.model.using_backend(self.backend):
+                yield
+
+    def _anchors(self, score_size):
+        """Anchors and window for a score map of side `score_size` (the model's output sets it)."""
+        if score_size not in self._anchor_cache:
+            config = self.config
+            anchors = generate_anchors(
+                config.anchor_stride, list(config.anchor_ratios), list(config.anchor_scales), score_size,
+                device=self.device,
+            )  # fmt: skip
+            self._anchor_cache[score_size] = (anchors, hanning_window(score_size, config.anchor_num, device=self.device))
+        return self._anchor_cache[score_size]
+
+    # ------------------------------------------------------------------ per frame
+
+    def _step(self, frame, lost):
+        """One step for every target in one mode (stable or lost), all on the device.
+
+        Returns (new centres, new sizes, result [N, 8] float64 in _RESULT_COLUMNS order).
+        """
+        config = self.config
+        exemplar = self.model.exemplar_size
+        instance = config.lost_instance_size if lost else self.model.instance_size
+        template_side = self._template_side(self._sizes)
+        scale = exemplar / template_side
+        search_sizes = torch.round(template_side * (instance / exemplar))
+        crops = crop_and_resize(frame, self._centers, search_sizes, instance, self._fill)
+        with self._model_backend():
+            heads = self.model.track(crops, self._template)
+        anchors, window = self._anchors(heads["cls"].shape[-1])
+        best = track_postprocess(
+            heads["cls"], heads.get("nl_cls"), heads["loc"], heads.get("nl_loc"), anchors, window,
+            self._sizes * scale[:, None],
+            alpha=config.alpha,
+            penalty_k=0.0 if lost else config.penalty_k,
+            window_influence=config.lost_window_influence if lost else config.window_influence,
+            lr=config.lost_lr if lost else config.lr,
+            lr_mode="snlt" if lost else config.lr_mode,
+            backend=self.backend,
+        )  # fmt: skip
+        box = best.box.to(torch.float64) / scale[:, None]
+        lr = best.lr.to(torch.float64)[:, None]
+        centers = self._centers + box[:, :2]
+        sizes = self._sizes * (1 - lr) + box[:, 2:] * lr
+        # pysot's clip: centre into [0, frame size], size into [min_size, frame size].
+        centers = torch.minimum(centers, self._frame_limits).clamp(min=0)
+        sizes = torch.minimum(sizes, self._frame_limits).clamp(min=config.min_size)
+        stats = torch.stack((best.score, best.pscore, best.w_vis, best.w_nl), dim=1).to(torch.float64)
+        return centers, sizes, torch.cat((centers - sizes / 2, sizes, stats), dim=1)
+
+    def _stable_step_in_place(self, frame):
+        """The all-targets stable step writing the new state into the state tensors (what a CUDA graph captures)."""
+        centers, sizes, result = self._step(frame, lost=False)
+        self._centers.copy_(centers)
+        self._sizes.copy_(sizes)
+        return result
+
+    def track(self, frame):
+        """Track in the next frame; a TargetResult, or a list of them when init was given a list of targets."""
+        if not hasattr(self, "_centers"):
+            raise RuntimeError("call init(frame, box, text) before track(frame)")
+        frame = frame_to_tensor(frame, self.device)
+        if tuple(frame.shape) != self._frame_shape:
+            raise ValueError(f"frame has shape {tuple(frame.shape)} but the first frame had {self._frame_shape}")
+        with torch.inference_mode():
+            if not any(self._lost):
+                result = self._replay(frame) if self.cuda_graph else self._stable_step_in_place(frame)
+            else:
+                result = self._mixed_step(frame)
+            values = result.cpu().tolist()  # the one host read per frame
+        results = [self._finish(target, row) for target, row in enumerate(values)]
+        return results[0] if self._single else results
+
+    def _mixed_step(self, frame):
+        """Some targets lost: one batched step per mode in use, each target keeping its own mode's result."""
+        lost = torch.tensor(self._lost, device=self.device)[:, None]
+        steps = {mode: self._step(frame, lost=mode) for mode in set(self._lost)}
+        stable, lost_step = steps.get(False), steps.get(True)
+        if stable is None:
+            centers, sizes, result = lost_step
+        else:
+            centers, sizes, result = (torch.where(lost, b, a) for a, b in zip(stable, lost_step))
+        self._centers.copy_(centers)
+        self._sizes.copy_(sizes)
+        return result
+
+    def _finish(self, target, row):
+        values = dict(zip(_RESULT_COLUMNS, row))
+        was_lost = self._lost[target]
+        if self.config.long_term:
+            history = self._history[target]
+            history.append(values["pscore"])
+            mean = sum(history) / len(history)
+            if was_lost and mean > self.config.confidence_high:
+                self._lost[target] = False
+            elif not was_lost and mean < self.config.confidence_low:
+                self._lost[target] = True
+        return TargetResult(
+            (values["x"], values["y"], values["w"], values["h"]),
+            values["score"], values["pscore"], values["w_vis"], values["w_nl"], was_lost,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ CUDA graph
+
+    def _replay(self, frame):
+        if self._graph is None:
+            self._capture(frame)
+        self._graph_frame.copy_(frame)
+        self._graph.replay()
+        return self._graph_result
+
+    def _capture(self, frame):
+        """Capture the stable step for this frame size; the warm-up runs leave the state as it was."""
+        self._graph_frame = frame.clone()
+        saved = (self._centers.clone(), self._sizes.clone())
+        side_stream = torch.cuda.Stream(self.device)
+        side_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side_stream):
+            for _ in range(3):
+                self._stable_step_in_place(self._graph_frame)
+                self._centers.copy_(saved[0])
+                self._sizes.copy_(saved[1])
+        torch.cuda.current_stream(self.device).wait_stream(side_stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._graph_result = self._stable_step_in_place(self._graph_frame)
+        self._centers.copy_(saved[0])
+        self._sizes.copy_(saved[1])
+        self._graph = graph
+
+
+def default_config(model):
+    """pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint); SNLT's otherwise."""
+    language = getattr(model, "has_language", True)
+    if model.anchor_num == 5 and not language:
+        return TrackerConfig.pysot("alexnet" if "alex" in str(getattr(model, "arch", "")) else "resnet50")
+    return TrackerConfig.snlt()
