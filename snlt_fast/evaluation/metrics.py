@@ -39,14 +39,17 @@ def _check_pair(gt, pred):
 
 
 def iou(gt, pred):
-    """(n,) intersection over union of boxes spanning x..x+w; 0 where the union is empty."""
+    """(n,) intersection over union of boxes spanning x..x+w, in [0, 1]; 0 where the union is empty."""
     gt, pred = _check_pair(gt, pred)
     overlap_w = np.minimum(gt[:, 0] + gt[:, 2], pred[:, 0] + pred[:, 2]) - np.maximum(gt[:, 0], pred[:, 0])
     overlap_h = np.minimum(gt[:, 1] + gt[:, 3], pred[:, 1] + pred[:, 3]) - np.maximum(gt[:, 1], pred[:, 1])
     intersection = np.clip(overlap_w, 0, None) * np.clip(overlap_h, 0, None)
     union = gt[:, 2] * gt[:, 3] + pred[:, 2] * pred[:, 3] - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
+        overlap = np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
+    # Rounding in x + w can make the overlap of two equal boxes exceed their area
+    # (IoU 1 + 2e-16, which would pass the threshold 1); the toolkits clip too.
+    return np.clip(overlap, 0.0, 1.0)
 
 
 def centers(boxes):

@@ -49,6 +49,13 @@ def format_table(reports, attributes=False):
     return "\n".join(lines)
 
 
+def legend_order(reports, kind):
+    """(label, report) pairs of one plot, best score first: "[0.696] SiamRPN++"."""
+    score_name = PLOTS[kind][4]
+    ordered = sorted(reports, key=lambda r: getattr(r, score_name), reverse=True)
+    return [(f"[{getattr(r, score_name):.3f}] {r.tracker}", r) for r in ordered]
+
+
 def plot(reports, kind, path, title_suffix=None):
     """Write one OPE plot (`kind`: success, precision or norm_precision) of the reports to `path` (PNG)."""
     if kind not in PLOTS:
@@ -58,11 +65,10 @@ def plot(reports, kind, path, title_suffix=None):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    curve_name, thresholds, xlabel, title, score_name = PLOTS[kind]
+    curve_name, thresholds, xlabel, title, _ = PLOTS[kind]
     figure, axes = pyplot.subplots(figsize=(6.4, 4.8), dpi=100)
     try:
-        for report in sorted(reports, key=lambda r: getattr(r, score_name), reverse=True):
-            label = f"[{getattr(report, score_name):.3f}] {report.tracker}"
+        for label, report in legend_order(reports, kind):
             axes.plot(thresholds, getattr(report.overall, curve_name), linewidth=2, label=label)
         axes.set_xlim(thresholds[0], thresholds[-1])
         axes.set_ylim(0, 1)
