@@ -16,8 +16,8 @@ Two kinds of work ("jobs"):
   grad-kernel job  one lane per kernel element (kernel batch, channel, i, j) keeps one running
                    sum over the batch (for a shared kernel) and then the output positions in
                    row-major order: sequential by contract, so the parallelism is across lanes.
-The backward launch runs both: its first programs are grad-search tap jobs, the rest
-grad-kernel jobs. Every launch passes enable_fp_fusion=False: a fused multiply-add would
+The backward launch runs both: its first programs are grad-kernel jobs, the rest
+grad-search tap jobs. Every launch passes enable_fp_fusion=False: a fused multiply-add would
 round once where the contract rounds twice.
 """
 
@@ -251,13 +251,13 @@ def _forward_kernel(
     _tap_job(table, num_pairs, tl.program_id(0), DTYPE, ACC, False, ONE_BY_ONE, BLOCK_C, BLOCK_P)
 
 
-@triton.jit(do_not_specialize=["tap_pairs", "tap_programs", "grad_kernel_offset", "grad_kernel_pairs"])
+@triton.jit(do_not_specialize=["grad_kernel_pairs", "grad_kernel_programs", "tap_offset", "tap_pairs"])
 def _backward_kernel(
     table,
-    tap_pairs,
-    tap_programs,
-    grad_kernel_offset,
     grad_kernel_pairs,
+    grad_kernel_programs,
+    tap_offset,
+    tap_pairs,
     DTYPE: tl.constexpr,
     ACC: tl.constexpr,
     ONE_BY_ONE: tl.constexpr,
@@ -265,13 +265,14 @@ def _backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    """Programs [0, tap_programs) compute grad-search, the rest grad-kernel (their records
-    number programs from tap_programs on)."""
+    """Programs [0, grad_kernel_programs) compute grad-kernel, the rest grad-search (their
+    records number programs from grad_kernel_programs on). The long sequential grad-kernel
+    sums go first so that they start first; the short grad-search programs fill in around them."""
     pid = tl.program_id(0)
-    if pid < tap_programs:
-        _tap_job(table, tap_pairs, pid, DTYPE, ACC, True, ONE_BY_ONE, BLOCK_C, BLOCK_P)
+    if pid < grad_kernel_programs:
+        _kernel_grad_job(table, grad_kernel_pairs, pid, DTYPE, ACC, BLOCK_L)
     else:
-        _kernel_grad_job(table + grad_kernel_offset, grad_kernel_pairs, pid, DTYPE, ACC, BLOCK_L)
+        _tap_job(table + tap_offset, tap_pairs, pid, DTYPE, ACC, True, ONE_BY_ONE, BLOCK_C, BLOCK_P)
 
 
 # --------------------------------------------------------------------------- host code
@@ -279,6 +280,11 @@ def _backward_kernel(
 
 def _next_power_of_2(n):
     return 1 << max(n - 1, 0).bit_length()
+
+
+def _ceil_div(n, d):
+    # Not triton.cdiv: a constexpr-function wrapper that costs microseconds per call on the host.
+    return -(-n // d)
 
 
 def _tap_blocks(outputs):
@@ -303,22 +309,23 @@ def _tap_records(jobs, block_c, block_p, first_program=0):
     records = []
     for source, kernel, output in jobs:
         batch, channels, out_height, out_width = output.shape
-        # A kernel shared by the batch is read at batch 0 by every sample.
-        kernel_batch_stride = 0 if kernel.shape[0] == 1 else kernel.stride(0)
+        kernel_batch, _, kernel_height, kernel_width = kernel.shape
+        kernel_strides = kernel.stride()
         records += [
             source.data_ptr(), kernel.data_ptr(), output.data_ptr(),
             channels, batch * channels, out_width, out_height * out_width,
-            source.shape[2], source.shape[3], kernel.shape[2], kernel.shape[3],
-            *source.stride(), kernel_batch_stride, *kernel.stride()[1:],
+            *source.shape[2:], kernel_height, kernel_width, *source.stride(),
+            # A kernel shared by the batch is read at batch 0 by every sample.
+            0 if kernel_batch == 1 else kernel_strides[0], *kernel_strides[1:],
             first_program,
         ]  # fmt: skip
-        first_program += triton.cdiv(batch * channels, block_c) * triton.cdiv(out_height * out_width, block_p)
+        first_program += _ceil_div(batch * channels, block_c) * _ceil_div(out_height * out_width, block_p)
     return records, first_program
 
 
-def _grad_kernel_records(jobs, block_l, first_program):
+def _grad_kernel_records(jobs, block_l):
     """Records of grad-kernel jobs (search, grad_out, grad_kernel), and the program after the last one."""
-    records = []
+    records, first_program = [], 0
     for search, grad, grad_kernel in jobs:
         kernel_batch, channels, kernel_height, kernel_width = grad_kernel.shape
         # A shared kernel sums over the search batch; otherwise each lane has its own sample.
@@ -330,7 +337,7 @@ def _grad_kernel_records(jobs, block_l, first_program):
             *search.stride(), *grad.stride(),
             first_program,
         ]  # fmt: skip
-        first_program += triton.cdiv(grad_kernel.numel(), block_l)
+        first_program += _ceil_div(grad_kernel.numel(), block_l)
     return records, first_program
 
 
@@ -423,13 +430,13 @@ def xcorr_backward_many(grads, searches, kernels, need_search, need_kernel):
 
     block_c, block_p = _tap_blocks([out for _, _, out in tap_jobs]) if tap_jobs else (1, 1)
     block_l = _grad_kernel_block([out for _, _, out in grad_kernel_jobs]) if grad_kernel_jobs else 1
-    records, tap_programs = _tap_records(tap_jobs, block_c, block_p)
-    grad_kernel_records, programs = _grad_kernel_records(grad_kernel_jobs, block_l, tap_programs)
+    grad_kernel_records, grad_kernel_programs = _grad_kernel_records(grad_kernel_jobs, block_l)
+    tap_records, programs = _tap_records(tap_jobs, block_c, block_p, grad_kernel_programs)
     one_by_one = all(k.shape[2] == 1 and k.shape[3] == 1 for _, k, _ in tap_jobs)
     with _device_guard(device):
         _backward_kernel[(programs,)](
-            _device_table(records + grad_kernel_records, device),
-            len(tap_jobs), tap_programs, len(records), len(grad_kernel_jobs),
+            _device_table(grad_kernel_records + tap_records, device),
+            len(grad_kernel_jobs), grad_kernel_programs, len(grad_kernel_records), len(tap_jobs),
             ONE_BY_ONE=one_by_one, BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l,
             **_launch_options(searches[0].dtype, device),
         )  # fmt: skip
