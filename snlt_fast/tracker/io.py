@@ -4,7 +4,7 @@ once complete, so that a failed run leaves no half-written results."""
 
 import contextlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import cv2
@@ -98,9 +98,7 @@ def atomic_output(path):
     path = Path(path)
     if not path.parent.is_dir():
         raise SourceError(f"cannot write {path}: folder {path.parent} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
     try:
         yield temporary
     except BaseException:

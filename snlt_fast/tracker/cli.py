@@ -1,0 +1,259 @@
+"""`snlt track`: track targets described by a box and a sentence through a video or a folder of frames."""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from snlt_fast._backends import BACKENDS
+from snlt_fast.cli import CommandError
+from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
+
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: --random-weights: the network is UNTRAINED (random weights with batch-norm statistics fitted to "
+    "the first frame). The boxes are meaningless; use this only to measure speed."
+)
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "track",
+        help="track a target (box + sentence) through a video or a folder of frames",
+        description="Track targets described by a box and a sentence. Boxes are x,y,w,h in pixels, 0-based.",
+    )
+    parser.add_argument("source", help="a video file, or a folder of frames (sorted by name; OTB/LaSOT img/ layout)")
+    parser.add_argument("--box", help="the target in the first frame: x,y,w,h")
+    parser.add_argument("--text", help='the sentence describing the target, e.g. "white airplane flying in the air"')
+    parser.add_argument(
+        "--targets", type=Path, help='JSON list of targets [{"box": [x, y, w, h], "text": "..."}, ...] (instead of --box/--text)'
+    )
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=Path, help="checkpoint: snlt_fast, pysot SiamRPN(++) or published SNLT")
+    weights.add_argument("--random-weights", action="store_true", help="untrained network, for speed measurement only")
+    parser.add_argument(
+        "--arch", help="architecture: what --random-weights builds, or what --weights must hold (default snlt_r50)"
+    )
+    parser.add_argument("--language", help="for a published SNLT checkpoint: the local bert-base-uncased directory")
+    parser.add_argument("--boxes", type=Path, help="write the boxes here, one x,y,w,h line per frame (per target)")
+    parser.add_argument("--out", type=Path, help="write a video with the boxes, scores and modality weights drawn")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--backend", choices=BACKENDS, help="backend of the correlations and the post-processing")
+    parser.add_argument("--cuda-graph", action="store_true", help="on cuda: capture the per-frame step once and replay it")
+    parser.add_argument("--no-long-term", action="store_true", help="turn off the long-term (LOST) search")
+    parser.add_argument(
+        "--skip-bad-frames", action="store_true", help="carry on past frames that fail to decode (their box repeats)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _parse_box(text, where):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except (AttributeError, ValueError):
+        raise CommandError(f"{where} must be four numbers x,y,w,h; got {text!r}") from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise CommandError(f"{where} must be four finite numbers x,y,w,h; got {text!r}")
+    return values
+
+
+def _read_targets(args):
+    """[(box, text or None)] from --targets or --box/--text."""
+    if args.targets is not None:
+        if args.box is not None or args.text is not None:
+            raise CommandError("give either --targets or --box/--text, not both")
+        try:
+            entries = json.loads(args.targets.read_text())
+        except OSError as error:
+            raise CommandError(f"cannot read --targets {args.targets}: {error.strerror or error}") from None
+        except json.JSONDecodeError as error:
+            raise CommandError(f"--targets {args.targets} is not valid JSON: {error}") from None
+        if not isinstance(entries, list) or not entries:
+            raise CommandError(f"--targets {args.targets} must hold a non-empty JSON list of targets")
+        targets = []
+        for index, entry in enumerate(entries):
+            where = f"--targets entry {index}"
+            if not isinstance(entry, dict) or "box" not in entry:
+                raise CommandError(f'{where} must be an object with "box" (and optionally "text")')
+            box = entry["box"]
+            box_text = ",".join(map(str, box)) if isinstance(box, list) else str(box)
+            text = entry.get("text")
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise CommandError(f'{where}: "text" must be a non-empty string')
+            targets.append((_parse_box(box_text, f"{where} box"), text))
+        if len({text is None for _, text in targets}) > 1:
+            raise CommandError("--targets: give a sentence for every target or for none")
+        return targets
+    if args.box is None:
+        raise CommandError("give the target with --box x,y,w,h (and --text), or several with --targets FILE")
+    if args.text is not None and not args.text.strip():
+        raise CommandError("--text is empty")
+    return [(_parse_box(args.box, "--box"), args.text)]
+
+
+def _check_boxes_in_frame(targets, frame):
+    height, width = frame.shape[:2]
+    for index, (box, _) in enumerate(targets):
+        x, y, w, h = box
+        name = "--box" if len(targets) == 1 else f"target {index}"
+        if w <= 0 or h <= 0:
+            raise CommandError(f"{name} {format_box(box)} has no area (width and height must be positive)")
+        # One pixel of slack for boxes written with OTB's 1-based coordinates.
+        if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+            raise CommandError(f"{name} {format_box(box)} is not inside the first frame ({width}x{height})")
+
+
+def _device(name):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device must be cpu or cuda, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda: no CUDA GPU is available here")
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"--device must be cpu or cuda, got {name!r}")
+    return device
+
+
+def _model(args, device):
+    from snlt_fast.models import ARCHS, CheckpointError, build_model, load_checkpoint
+
+    if args.arch is not None and args.arch not in ARCHS:
+        raise CommandError(f"--arch must be one of {', '.join(ARCHS)}; got {args.arch!r}")
+    if args.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        torch.manual_seed(0)
+        return build_model(args.arch or "snlt_r50").to(device)
+    if args.weights is None:
+        raise CommandError("give --weights FILE (or --random-weights to measure speed with an untrained network)")
+    if not args.weights.is_file():
+        raise CommandError(f"--weights {args.weights} does not exist or is not a file")
+    language = args.language
+    try:
+        return load_checkpoint(str(args.weights), args.arch, language=language).to(device)
+    except (CheckpointError, ValueError) as error:
+        raise CommandError(f"--weights {args.weights}: {error}") from None
+    except Exception as error:  # torch.load's unpickling errors have no common base class
+        raise CommandError(f"--weights {args.weights} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Outputs:
+    """The box files and the annotated video, written under temporary names until the run completes."""
+
+    def __init__(self, args, count, fps, frame_size, stack):
+        self.box_files = []
+        if args.boxes is not None:
+            paths = [args.boxes] if count == 1 else [_numbered(args.boxes, i) for i in range(count)]
+            self.box_paths = paths
+            self.box_files = [stack.enter_context(atomic_output(path)).open("w") for path in paths]
+            for handle in self.box_files:
+                stack.callback(handle.close)
+        self.video = None
+        if args.out is not None:
+            self.video = AnnotatedVideo(stack.enter_context(atomic_output(args.out)), fps, frame_size)
+            stack.callback(self.video.close)
+
+    def write(self, frame, boxes, results):
+        for handle, box in zip(self.box_files, boxes):
+            handle.write(format_box(box) + "\n")
+        if self.video is not None and frame is not None:
+            self.video.write(frame, results)
+
+
+def _numbered(path, index):
+    return path.with_name(f"{path.stem}.{index + 1}{path.suffix}")
+
+
+def run(args):
+    import contextlib
+
+    from snlt_fast.tracker import SNLTracker, TrackerConfig, TargetResult, calibrate_random_weights, default_config
+
+    targets = _read_targets(args)
+    device = _device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        raise CommandError("--cuda-graph needs --device cuda")
+    try:
+        source = open_source(args.source)
+    except SourceError as error:
+        raise CommandError(f"cannot read {args.source}: {error}") from None
+    frames = iter(source)
+    first = next(frames, None)
+    if first is None or isinstance(first, BadFrame):
+        raise CommandError(f"cannot read {args.source}: the first frame could not be decoded")
+    _check_boxes_in_frame(targets, first)
+    model = _model(args, device)
+    texts = [text for _, text in targets]
+    if texts[0] is not None and not model.has_language:
+        raise CommandError(f"the {model.arch} model has no language branch (a pysot checkpoint?): track without --text")
+    if args.random_weights:
+        calibrate_random_weights(model, first, targets[0][0], texts[0])
+    config = default_config(model)
+    if args.no_long_term:
+        config = config.replace(long_term=False)
+    try:
+        tracker = SNLTracker(model, config, backend=args.backend, cuda_graph=args.cuda_graph)
+        boxes = [box for box, _ in targets]
+        tracker.init(first, boxes, None if texts[0] is None else texts)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+    height, width = first.shape[:2]
+    with contextlib.ExitStack() as stack:
+        try:
+            outputs = _Outputs(args, len(targets), source.fps, (width, height), stack)
+        except SourceError as error:
+            raise CommandError(str(error)) from None
+        first_results = [TargetResult(tuple(box), 1.0, 1.0, math.nan, math.nan, False) for box in boxes]
+        outputs.write(first, boxes, first_results)
+        progress = _progress(args, source.count)
+        stack.callback(progress.close)
+        progress.update(1)
+        step_seconds, skipped, frame_count = 0.0, 0, 1
+        loop_start = time.perf_counter()
+        for index, frame in enumerate(frames, start=1):
+            if isinstance(frame, BadFrame):
+                if not args.skip_bad_frames:
+                    raise CommandError(f"{frame} (use --skip-bad-frames to carry on past it)")
+                skipped += 1
+                outputs.write(None, boxes, None)
+                progress.update(1)
+                continue
+            if frame.shape[:2] != (height, width):
+                raise CommandError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, the first frame {width}x{height}")
+            start = time.perf_counter()
+            results = tracker.track(frame)
+            step_seconds += time.perf_counter() - start
+            frame_count += 1
+            boxes = [result.box for result in results]
+            outputs.write(frame, boxes, results)
+            progress.update(1)
+            progress.set_postfix_str(f"{(frame_count - 1) / step_seconds:.1f} FPS")
+        loop_seconds = time.perf_counter() - loop_start
+    tracked = frame_count - 1
+    summary = (
+        f"snlt track: {frame_count + skipped} frames ({skipped} skipped), {len(targets)} target(s); "
+        f"tracking step {tracked / step_seconds if step_seconds else math.nan:.1f} FPS, "
+        f"whole loop {(tracked + skipped) / loop_seconds if loop_seconds else math.nan:.1f} FPS"
+    )
+    if args.boxes is not None:
+        summary += f"; boxes -> {', '.join(map(str, outputs.box_paths))}"
+    if args.out is not None:
+        summary += f"; video -> {args.out}"
+    print(summary)
+    return 0
+
+
+def _progress(args, total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
