@@ -120,6 +120,17 @@ def _find_record(table, num_pairs, pid, RECORD: tl.constexpr, FIRST_PROGRAM: tl.
 
 
 @triton.jit
+def _pointer(record, FIELD: tl.constexpr, DTYPE: tl.constexpr):
+    return tl.load(record + FIELD).to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _strides(record, FIELD: tl.constexpr):
+    """The four strides (batch, channel, row, column) stored from FIELD on."""
+    return tl.load(record + FIELD), tl.load(record + FIELD + 1), tl.load(record + FIELD + 2), tl.load(record + FIELD + 3)
+
+
+@triton.jit
 def _tap_job(
     table,
     num_pairs,
@@ -132,21 +143,19 @@ def _tap_job(
     BLOCK_P: tl.constexpr,
 ):
     record, local_pid = _find_record(table, num_pairs, pid, TAP_RECORD, TAP_FIRST_PROGRAM)
-    source = tl.load(record + TAP_INPUT).to(tl.pointer_type(DTYPE))
-    kernel = tl.load(record + TAP_KERNEL).to(tl.pointer_type(DTYPE))
-    output = tl.load(record + TAP_OUTPUT).to(tl.pointer_type(DTYPE))
+    source = _pointer(record, TAP_INPUT, DTYPE)
+    kernel = _pointer(record, TAP_KERNEL, DTYPE)
+    output = _pointer(record, TAP_OUTPUT, DTYPE)
     channels = tl.load(record + TAP_CHANNELS)
     planes = tl.load(record + TAP_PLANES)
     out_width = tl.load(record + TAP_OUT_WIDTH)
     positions = tl.load(record + TAP_POSITIONS)
-    in_batch_stride = tl.load(record + TAP_IN_STRIDES)
-    in_channel_stride = tl.load(record + TAP_IN_STRIDES + 1)
-    in_row_stride = tl.load(record + TAP_IN_STRIDES + 2)
-    in_column_stride = tl.load(record + TAP_IN_STRIDES + 3)
-    kernel_batch_stride = tl.load(record + TAP_KERNEL_STRIDES)
-    kernel_channel_stride = tl.load(record + TAP_KERNEL_STRIDES + 1)
-    kernel_row_stride = tl.load(record + TAP_KERNEL_STRIDES + 2)
-    kernel_column_stride = tl.load(record + TAP_KERNEL_STRIDES + 3)
+    in_batch_stride, in_channel_stride, in_row_stride, in_column_stride = _strides(record, TAP_IN_STRIDES)
+    kernel_batch_stride, kernel_channel_stride, kernel_row_stride, kernel_column_stride = _strides(
+        record, TAP_KERNEL_STRIDES
+    )
+    in_height = tl.load(record + TAP_IN_HEIGHT)
+    in_width = tl.load(record + TAP_IN_WIDTH)
     if ONE_BY_ONE:
         # Every kernel of the launch is 1x1: a constant one-trip loop the compiler removes.
         kernel_height = 1
@@ -177,8 +186,6 @@ def _tap_job(
             tap_offset = i * in_row_stride + j * in_column_stride
             if TRANSPOSED:
                 # grad_search[y, x] receives grad_out[y - i, x - j] * kernel[i, j] where that exists.
-                in_height = tl.load(record + TAP_IN_HEIGHT)
-                in_width = tl.load(record + TAP_IN_WIDTH)
                 tap_ok = (y >= i) & (y < in_height + i) & (x >= j) & (x < in_width + j)
                 valid = mask & tap_ok[None, :]
                 value = _widen(tl.load(source_at - tap_offset, mask=valid, other=0.0), ACC)
@@ -193,9 +200,9 @@ def _tap_job(
 @triton.jit
 def _kernel_grad_job(table, num_pairs, pid, DTYPE: tl.constexpr, ACC: tl.constexpr, BLOCK_L: tl.constexpr):
     record, local_pid = _find_record(table, num_pairs, pid, GK_RECORD, GK_FIRST_PROGRAM)
-    search = tl.load(record + GK_SEARCH).to(tl.pointer_type(DTYPE))
-    grad = tl.load(record + GK_GRAD).to(tl.pointer_type(DTYPE))
-    output = tl.load(record + GK_OUTPUT).to(tl.pointer_type(DTYPE))
+    search = _pointer(record, GK_SEARCH, DTYPE)
+    grad = _pointer(record, GK_GRAD, DTYPE)
+    output = _pointer(record, GK_OUTPUT, DTYPE)
     channels = tl.load(record + GK_CHANNELS)
     lanes = tl.load(record + GK_LANES)
     kernel_height = tl.load(record + GK_KERNEL_HEIGHT)
@@ -203,14 +210,10 @@ def _kernel_grad_job(table, num_pairs, pid, DTYPE: tl.constexpr, ACC: tl.constex
     out_height = tl.load(record + GK_OUT_HEIGHT)
     out_width = tl.load(record + GK_OUT_WIDTH)
     batch_steps = tl.load(record + GK_BATCH_STEPS)
-    search_batch_stride = tl.load(record + GK_SEARCH_STRIDES)
-    search_channel_stride = tl.load(record + GK_SEARCH_STRIDES + 1)
-    search_row_stride = tl.load(record + GK_SEARCH_STRIDES + 2)
-    search_column_stride = tl.load(record + GK_SEARCH_STRIDES + 3)
-    grad_batch_stride = tl.load(record + GK_GRAD_STRIDES)
-    grad_channel_stride = tl.load(record + GK_GRAD_STRIDES + 1)
-    grad_row_stride = tl.load(record + GK_GRAD_STRIDES + 2)
-    grad_column_stride = tl.load(record + GK_GRAD_STRIDES + 3)
+    search_batch_stride, search_channel_stride, search_row_stride, search_column_stride = _strides(
+        record, GK_SEARCH_STRIDES
+    )
+    grad_batch_stride, grad_channel_stride, grad_row_stride, grad_column_stride = _strides(record, GK_GRAD_STRIDES)
 
     # A lane is one element of the contiguous grad_kernel [kernel batch, C, kh, kw].
     lane = local_pid * BLOCK_L + tl.arange(0, BLOCK_L)
