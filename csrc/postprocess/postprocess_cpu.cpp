@@ -1,0 +1,364 @@
+// CPU kernels of dynamic_aggregate and track_postprocess: targets in parallel
+// (OpenMP), cells vectorized, float64 arithmetic as in postprocess_math.h.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "postprocess/postprocess_kernels.h"
+#include "postprocess/postprocess_math.h"
+
+// Each hot loop is compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SNLT_VECTOR_TARGETS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SNLT_VECTOR_TARGETS
+#endif
+
+namespace snlt_fast::postprocess {
+namespace {
+
+inline uint64_t bits_of(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+
+inline double from_bits(uint64_t bits) {
+  double x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// exp and log in plain arithmetic, so that loops over cells vectorize (libm's are
+// scalar calls). Both are accurate to about one ulp, as libm's, torch's and CUDA's
+// are; the float32 outputs do not see such differences (ops/postprocess.py).
+struct VectorMath {
+  static double exp(double x) {
+    constexpr double kLog2e = 1.4426950408889634;
+    // ln 2 split so that n * kLn2High is exact for the |n| <= 1076 used here.
+    constexpr double kLn2High = 6.93147180369123816490e-01;
+    constexpr double kLn2Low = 1.90821492927058770002e-10;
+    constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
+    // Past these bounds the result is inf or 0 anyway; NaN passes both tests unchanged.
+    x = x > 710.0 ? 710.0 : x;
+    x = x < -746.0 ? -746.0 : x;
+    const double shifted = x * kLog2e + kRoundToInteger;
+    const double n = shifted - kRoundToInteger;
+    const int64_t exponent = static_cast<int64_t>(bits_of(shifted) - bits_of(kRoundToInteger));
+    const double r = (x - n * kLn2High) - n * kLn2Low;  // |r| <= ln(2) / 2
+    // Taylor series to r^13 / 13!, whose remainder is below 2^-57 for |r| <= ln(2) / 2.
+    double tail = 1.0 / 6227020800.0;
+    tail = tail * r + 1.0 / 479001600.0;
+    tail = tail * r + 1.0 / 39916800.0;
+    tail = tail * r + 1.0 / 3628800.0;
+    tail = tail * r + 1.0 / 362880.0;
+    tail = tail * r + 1.0 / 40320.0;
+    tail = tail * r + 1.0 / 5040.0;
+    tail = tail * r + 1.0 / 720.0;
+    tail = tail * r + 1.0 / 120.0;
+    tail = tail * r + 1.0 / 24.0;
+    tail = tail * r + 1.0 / 6.0;
+    tail = tail * r + 0.5;
+    const double exp_r = 1.0 + (r + r * r * tail);
+    // 2^exponent in two factors, each a normal double, so that results rounding to
+    // subnormals (or overflowing) round once, in the last product.
+    const int64_t half = static_cast<int64_t>(static_cast<uint64_t>(exponent + 2048) >> 1) - 1024;  // floor(exponent / 2)
+    const double scale_a = from_bits(static_cast<uint64_t>(half + 1023) << 52);
+    const double scale_b = from_bits(static_cast<uint64_t>(exponent - half + 1023) << 52);
+    return exp_r * scale_a * scale_b;
+  }
+
+  static double log(double x) {
+    constexpr double kLn2High = 6.93147180369123816490e-01;
+    constexpr double kLn2Low = 1.90821492927058770002e-10;
+    constexpr double kSqrt2 = 1.4142135623730951;
+    constexpr double kSmallestNormal = 2.2250738585072014e-308;
+    const bool subnormal = x < kSmallestNormal;
+    const double normal = subnormal ? x * 18014398509481984.0 : x;  // * 2^54
+    const uint64_t bits = bits_of(normal);
+    // normal = m * 2^e with m in [1, 2), then moved to [sqrt(1/2), sqrt(2)).
+    double m = from_bits((bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);
+    // The biased exponent field as a double through the 2^52 trick (no int64 -> double
+    // conversion, which baseline AVX-512 cannot vectorize).
+    constexpr double kTwoTo52 = 4503599627370496.0;
+    const double biased = from_bits((bits >> 52) | bits_of(kTwoTo52)) - kTwoTo52;
+    double e = biased - (subnormal ? 1023.0 + 54.0 : 1023.0);
+    const bool high = m > kSqrt2;
+    m = high ? m * 0.5 : m;
+    e = high ? e + 1.0 : e;
+    // log(1 + f) = f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f), R = 2 atanh(s)/s - 2 as a
+    // series in s^2 <= 0.0295, truncated below 2^-57 relative.
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    double series = 2.0 / 21.0;
+    series = series * z + 2.0 / 19.0;
+    series = series * z + 2.0 / 17.0;
+    series = series * z + 2.0 / 15.0;
+    series = series * z + 2.0 / 13.0;
+    series = series * z + 2.0 / 11.0;
+    series = series * z + 2.0 / 9.0;
+    series = series * z + 2.0 / 7.0;
+    series = series * z + 2.0 / 5.0;
+    series = series * z + 2.0 / 3.0;
+    const double r = z * series;
+    const double half_square = 0.5 * f * f;
+    const double result = e * kLn2High - ((half_square - (s * (half_square + r) + e * kLn2Low)) - f);
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
+    // One expression, no early return: branches would stop the loops from vectorizing.
+    return !(x >= 0.0) ? kNan : (x == 0.0 ? -kInf : (x == kInf ? kInf : result));
+  }
+};
+
+// One head's probabilities into p[cells]; returns its entropy (contract order).
+template <typename T>
+SNLT_VECTOR_TARGETS double head_probabilities(const T* cls, int64_t cells, double* p) {
+  const T* background = cls;
+  const T* foreground = cls + cells;
+  double lanes[kEntropyLanes] = {};
+  for (int64_t start = 0; start < cells; start += kEntropyLanes) {
+    const int count = static_cast<int>(std::min<int64_t>(kEntropyLanes, cells - start));
+#pragma omp simd
+    for (int lane = 0; lane < count; ++lane) {
+      const double prob = foreground_probability<VectorMath>(background[start + lane], foreground[start + lane]);
+      p[start + lane] = prob;
+      lanes[lane] += entropy_term<VectorMath>(prob);
+    }
+  }
+  return -lane_tree_sum(lanes);
+}
+
+struct Scratch {
+  std::vector<double> p_vis, p_nl;
+  std::vector<float> bound;
+  std::vector<uint8_t> safe;
+};
+
+// One target's inputs, its head probabilities and weights: evaluates the contract at any cell.
+template <typename T>
+struct Target {
+  const T* loc_vis;
+  const T* loc_nl;
+  const double* anchors;
+  int64_t cells;
+  const double* p_vis;
+  const double* p_nl;
+  double w_vis, w_nl, h_vis, h_nl;
+
+  Target(Heads<T> heads, const double* anchors_, int64_t cells_, int64_t b, double alpha, Scratch& scratch)
+      : loc_vis(heads.loc_vis + b * 4 * cells_), loc_nl(nullptr), anchors(anchors_), cells(cells_) {
+    scratch.p_vis.resize(cells);
+    p_vis = scratch.p_vis.data();
+    h_vis = head_probabilities(heads.cls_vis + b * 2 * cells, cells, scratch.p_vis.data());
+    p_nl = nullptr;
+    w_vis = 1.0;
+    w_nl = 0.0;
+    h_nl = std::numeric_limits<double>::quiet_NaN();
+    if (heads.cls_nl != nullptr) {
+      loc_nl = heads.loc_nl + b * 4 * cells;
+      scratch.p_nl.resize(cells);
+      p_nl = scratch.p_nl.data();
+      h_nl = head_probabilities(heads.cls_nl + b * 2 * cells, cells, scratch.p_nl.data());
+      modality_weights<VectorMath>(alpha, h_vis, h_nl, &w_vis, &w_nl);
+    }
+  }
+
+  bool has_nl() const { return p_nl != nullptr; }
+
+  // kNl == has_nl(): a compile-time switch, so that the loops over cells have no branch.
+  template <bool kNl>
+  double score(int64_t n) const {
+    if constexpr (kNl) return w_vis * p_vis[n] + w_nl * p_nl[n];
+    return p_vis[n];
+  }
+
+  Box head_box(const T* loc, int64_t n) const {
+    return decode<VectorMath>(loc[n], loc[cells + n], loc[2 * cells + n], loc[3 * cells + n], anchors[n],
+                              anchors[cells + n], anchors[2 * cells + n], anchors[3 * cells + n]);
+  }
+
+  template <bool kNl>
+  Box box(int64_t n) const {
+    if constexpr (kNl) return fuse(w_vis, head_box(loc_vis, n), w_nl, head_box(loc_nl, n));
+    return head_box(loc_vis, n);
+  }
+};
+
+// Per-target constants of the penalty and window.
+struct Penalty {
+  const double* window;
+  double target_context_size, target_ratio, penalty_k, window_influence;
+
+  Penalty(const double* window_, const double* target_size, const TrackParams& params)
+      : window(window_),
+        target_context_size(size_with_context(target_size[0], target_size[1])),
+        target_ratio(target_size[0] / target_size[1]),
+        penalty_k(params.penalty_k),
+        window_influence(params.window_influence) {}
+
+  double of(const Box& box) const {
+    return size_penalty<VectorMath>(box.w, box.h, target_context_size, target_ratio, penalty_k);
+  }
+
+  template <bool kNl, typename T>
+  float pscore(const Target<T>& target, int64_t n) const {
+    return static_cast<float>(
+        windowed_score(of(target.template box<kNl>(n)), target.template score<kNl>(n), window[n], window_influence));
+  }
+};
+
+template <bool kNl, typename T>
+SNLT_VECTOR_TARGETS void all_pscores(const Target<T>& target, const Penalty& penalty, float* pscore) {
+#pragma omp simd
+  for (int64_t n = 0; n < target.cells; ++n) pscore[n] = penalty.pscore<kNl>(target, n);
+}
+
+int64_t first_best(const float* values, int64_t count) {
+  float best_value = -std::numeric_limits<float>::infinity();
+  int64_t best = std::numeric_limits<int64_t>::max();
+  for (int64_t n = 0; n < count; ++n) {
+    if (ranks_before(values[n], n, best_value, best)) {
+      best_value = values[n];
+      best = n;
+    }
+  }
+  return best;
+}
+
+// Deltas and anchor sizes in these ranges give finite, positive box sizes, for which
+// the penalty is a number in [0, 1] when penalty_k > 0.
+inline bool sizes_are_tame(double delta_w, double delta_h, double anchor_w, double anchor_h) {
+  // & rather than &&: no branches in the vectorized loop.
+  return (delta_w >= -200.0) & (delta_w <= 200.0) & (delta_h >= -200.0) & (delta_h <= 200.0) &
+         (anchor_w >= 1e-100) & (anchor_w <= 1e100) & (anchor_h >= 1e-100) & (anchor_h <= 1e100);
+}
+
+// Upper bounds of the float32 pscores and whether each bound is sure to hold.
+// penalty <= 1 gives pscore <= score*(1 - wi) + window*wi, and rounding is monotonic,
+// so the float32 bound is at least the float32 pscore.
+template <bool kNl, typename T>
+SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, float* bound, uint8_t* safe) {
+  const int64_t cells = target.cells;
+  const double* anchors = target.anchors;
+#pragma omp simd
+  for (int64_t n = 0; n < cells; ++n) {
+    bound[n] = static_cast<float>(
+        windowed_score(1.0, target.template score<kNl>(n), penalty.window[n], penalty.window_influence));
+    const double anchor_w = anchors[2 * cells + n], anchor_h = anchors[3 * cells + n];
+    bool tame = sizes_are_tame(target.loc_vis[2 * cells + n], target.loc_vis[3 * cells + n], anchor_w, anchor_h);
+    if constexpr (kNl) {
+      tame = tame & sizes_are_tame(target.loc_nl[2 * cells + n], target.loc_nl[3 * cells + n], anchor_w, anchor_h);
+    }
+    safe[n] = tame;
+  }
+}
+
+// The contract's best cell, evaluating the full penalty only where the bound allows a win.
+template <bool kNl, typename T>
+int64_t best_cell(const Target<T>& target, const Penalty& penalty, Scratch& scratch) {
+  const int64_t cells = target.cells;
+  scratch.bound.resize(cells);
+  float* bound = scratch.bound.data();
+  const bool bounded = penalty.penalty_k > 0.0 && penalty.window_influence >= 0.0 &&
+                       penalty.window_influence <= 1.0 && penalty.target_context_size > 0.0 &&
+                       penalty.target_context_size < std::numeric_limits<double>::infinity() &&
+                       penalty.target_ratio > 0.0 && penalty.target_ratio < std::numeric_limits<double>::infinity();
+  if (!bounded) {
+    all_pscores<kNl>(target, penalty, bound);
+    return first_best(bound, cells);
+  }
+  scratch.safe.resize(cells);
+  uint8_t* safe = scratch.safe.data();
+  pscore_bounds<kNl>(target, penalty, bound, safe);
+  // A reached pscore: the cell with the highest bound is a good guess of the winner.
+  int64_t seed = 0;
+  for (int64_t n = 1; n < cells; ++n) seed = bound[n] > bound[seed] ? n : seed;
+  const float reached = penalty.pscore<kNl>(target, seed);
+  float best_value = -std::numeric_limits<float>::infinity();
+  int64_t best = std::numeric_limits<int64_t>::max();
+  for (int64_t n = 0; n < cells; ++n) {
+    if (safe[n] && bound[n] < reached) continue;  // its pscore is below `reached`
+    const float value = penalty.pscore<kNl>(target, n);
+    if (ranks_before(value, n, best_value, best)) {
+      best_value = value;
+      best = n;
+    }
+  }
+  return best;
+}
+
+template <bool kNl, typename T>
+SNLT_VECTOR_TARGETS void fused_maps(const Target<T>& target, float* score, float* box) {
+  const int64_t cells = target.cells;
+#pragma omp simd
+  for (int64_t n = 0; n < cells; ++n) {
+    const Box fused = target.template box<kNl>(n);
+    score[n] = static_cast<float>(target.template score<kNl>(n));
+    box[n] = static_cast<float>(fused.cx);
+    box[cells + n] = static_cast<float>(fused.cy);
+    box[2 * cells + n] = static_cast<float>(fused.w);
+    box[3 * cells + n] = static_cast<float>(fused.h);
+  }
+}
+
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
+template <typename T>
+void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, double alpha, AggregateOutputs out) {
+  const int64_t cells = geometry.cells();
+#pragma omp parallel for schedule(static) if (geometry.batch > 1)
+  for (int64_t b = 0; b < geometry.batch; ++b) {
+    const Target<T> target(heads, anchors, cells, b, alpha, thread_scratch());
+    if (target.has_nl()) {
+      fused_maps<true>(target, out.score + b * cells, out.box + b * 4 * cells);
+    } else {
+      fused_maps<false>(target, out.score + b * cells, out.box + b * 4 * cells);
+    }
+    float* stats = out.stats + b * 4;
+    stats[0] = static_cast<float>(target.w_vis);
+    stats[1] = static_cast<float>(target.w_nl);
+    stats[2] = static_cast<float>(target.h_vis);
+    stats[3] = static_cast<float>(target.h_nl);
+  }
+}
+
+template <typename T>
+void track_cpu(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
+               Geometry geometry, TrackParams params, int64_t* index, float* values) {
+  const int64_t cells = geometry.cells();
+#pragma omp parallel for schedule(static) if (geometry.batch > 1)
+  for (int64_t b = 0; b < geometry.batch; ++b) {
+    Scratch& scratch = thread_scratch();
+    const Target<T> target(heads, anchors, cells, b, params.alpha, scratch);
+    const Penalty penalty(window, target_size + 2 * b, params);
+    const bool nl = target.has_nl();
+    const int64_t best = nl ? best_cell<true>(target, penalty, scratch) : best_cell<false>(target, penalty, scratch);
+    const Box box = nl ? target.template box<true>(best) : target.template box<false>(best);
+    const double score = nl ? target.template score<true>(best) : target.template score<false>(best);
+    const double box_penalty = penalty.of(box);
+    const double pscore = windowed_score(box_penalty, score, window[best], params.window_influence);
+    float* row = values + b * kTrackFields;
+    const double result[kTrackFields] = {
+        box.cx, box.cy, box.w, box.h, score, pscore,
+        params.lr_from_pscore ? pscore * params.lr : box_penalty * score * params.lr,
+        target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+    for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
+    index[b] = best;
+  }
+}
+
+template void aggregate_cpu<float>(Heads<float>, const double*, Geometry, double, AggregateOutputs);
+template void aggregate_cpu<double>(Heads<double>, const double*, Geometry, double, AggregateOutputs);
+template void track_cpu<float>(Heads<float>, const double*, const double*, const double*, Geometry, TrackParams,
+                               int64_t*, float*);
+template void track_cpu<double>(Heads<double>, const double*, const double*, const double*, Geometry, TrackParams,
+                                int64_t*, float*);
+
+}  // namespace snlt_fast::postprocess

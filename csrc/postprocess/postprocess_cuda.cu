@@ -1,0 +1,187 @@
+// CUDA kernels of dynamic_aggregate and track_postprocess: one block per target,
+// one thread per entropy lane, float64 arithmetic as in postprocess_math.h, every
+// reduction in a fixed order (results do not depend on thread scheduling).
+#include <cstdint>
+#include <cmath>
+
+#include "postprocess/postprocess_kernels.h"
+#include "postprocess/postprocess_math.h"
+
+namespace snlt_fast::postprocess {
+namespace {
+
+constexpr int kThreads = kEntropyLanes;
+
+struct CudaMath {
+  __host__ __device__ static double exp(double x) { return ::exp(x); }
+  __host__ __device__ static double log(double x) { return ::log(x); }
+};
+
+// This block's target: evaluates the contract at any cell (probabilities recomputed, not stored).
+template <typename T>
+struct Target {
+  const T* cls_vis;
+  const T* cls_nl;  // nullptr: the visual head only
+  const T* loc_vis;
+  const T* loc_nl;
+  const double* anchors;
+  int64_t cells;
+  double w_vis, w_nl, h_vis, h_nl;
+
+  __device__ double probability(const T* cls, int64_t n) const {
+    return foreground_probability<CudaMath>(cls[n], cls[cells + n]);
+  }
+
+  __device__ double score(int64_t n) const {
+    const double p_vis = probability(cls_vis, n);
+    return cls_nl == nullptr ? p_vis : w_vis * p_vis + w_nl * probability(cls_nl, n);
+  }
+
+  __device__ Box head_box(const T* loc, int64_t n) const {
+    return decode<CudaMath>(loc[n], loc[cells + n], loc[2 * cells + n], loc[3 * cells + n], anchors[n],
+                            anchors[cells + n], anchors[2 * cells + n], anchors[3 * cells + n]);
+  }
+
+  __device__ Box box(int64_t n) const {
+    const Box vis = head_box(loc_vis, n);
+    return cls_nl == nullptr ? vis : fuse(w_vis, vis, w_nl, head_box(loc_nl, n));
+  }
+};
+
+// A head's entropy: thread l is lane l, then the lanes' tree in shared memory.
+template <typename T>
+__device__ double head_entropy(const Target<T>& target, const T* cls, double* lanes) {
+  double lane_sum = 0.0;
+  for (int64_t n = threadIdx.x; n < target.cells; n += kThreads) {
+    lane_sum += entropy_term<CudaMath>(target.probability(cls, n));
+  }
+  lanes[threadIdx.x] = lane_sum;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) lanes[threadIdx.x] = lanes[threadIdx.x] + lanes[threadIdx.x + width];
+    __syncthreads();
+  }
+  const double total = lanes[0];
+  __syncthreads();  // every thread has read lanes[0] before they are reused
+  return -total;
+}
+
+template <typename T>
+__device__ Target<T> block_target(const Heads<T>& heads, const double* anchors, int64_t cells, double alpha,
+                                  double* lanes) {
+  const int64_t b = blockIdx.x;
+  Target<T> target{heads.cls_vis + b * 2 * cells, nullptr, heads.loc_vis + b * 4 * cells, nullptr, anchors, cells,
+                   1.0, 0.0, 0.0, static_cast<double>(NAN)};
+  target.h_vis = head_entropy(target, target.cls_vis, lanes);
+  if (heads.cls_nl != nullptr) {
+    target.cls_nl = heads.cls_nl + b * 2 * cells;
+    target.loc_nl = heads.loc_nl + b * 4 * cells;
+    target.h_nl = head_entropy(target, target.cls_nl, lanes);
+    modality_weights<CudaMath>(alpha, target.h_vis, target.h_nl, &target.w_vis, &target.w_nl);
+  }
+  return target;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, const double* anchors,
+                                                             Geometry geometry, double alpha, AggregateOutputs out) {
+  __shared__ double lanes[kThreads];
+  const int64_t cells = geometry.cells();
+  const Target<T> target = block_target(heads, anchors, cells, alpha, lanes);
+  float* score = out.score + blockIdx.x * cells;
+  float* box = out.box + blockIdx.x * 4 * cells;
+  for (int64_t n = threadIdx.x; n < cells; n += kThreads) {
+    const Box fused = target.box(n);
+    score[n] = static_cast<float>(target.score(n));
+    box[n] = static_cast<float>(fused.cx);
+    box[cells + n] = static_cast<float>(fused.cy);
+    box[2 * cells + n] = static_cast<float>(fused.w);
+    box[3 * cells + n] = static_cast<float>(fused.h);
+  }
+  if (threadIdx.x == 0) {
+    float* stats = out.stats + blockIdx.x * 4;
+    stats[0] = static_cast<float>(target.w_vis);
+    stats[1] = static_cast<float>(target.w_nl);
+    stats[2] = static_cast<float>(target.h_vis);
+    stats[3] = static_cast<float>(target.h_nl);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    track_kernel(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
+                 Geometry geometry, TrackParams params, int64_t* index, float* values) {
+  __shared__ double lanes[kThreads];
+  __shared__ float lane_values[kThreads];
+  __shared__ int64_t lane_cells[kThreads];
+  const int64_t cells = geometry.cells();
+  const Target<T> target = block_target(heads, anchors, cells, params.alpha, lanes);
+  const double target_w = target_size[2 * blockIdx.x], target_h = target_size[2 * blockIdx.x + 1];
+  const double target_context_size = size_with_context(target_w, target_h);
+  const double target_ratio = target_w / target_h;
+  // Each thread's best cell, then the block's under the same total order.
+  float best_value = -INFINITY;
+  int64_t best = INT64_MAX;
+  for (int64_t n = threadIdx.x; n < cells; n += kThreads) {
+    const Box box = target.box(n);
+    const double penalty = size_penalty<CudaMath>(box.w, box.h, target_context_size, target_ratio, params.penalty_k);
+    const float value = static_cast<float>(windowed_score(penalty, target.score(n), window[n], params.window_influence));
+    if (ranks_before(value, n, best_value, best)) {
+      best_value = value;
+      best = n;
+    }
+  }
+  lane_values[threadIdx.x] = best_value;
+  lane_cells[threadIdx.x] = best;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width &&
+        ranks_before(lane_values[threadIdx.x + width], lane_cells[threadIdx.x + width], lane_values[threadIdx.x],
+                     lane_cells[threadIdx.x])) {
+      lane_values[threadIdx.x] = lane_values[threadIdx.x + width];
+      lane_cells[threadIdx.x] = lane_cells[threadIdx.x + width];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  best = lane_cells[0];
+  const Box box = target.box(best);
+  const double score = target.score(best);
+  const double penalty = size_penalty<CudaMath>(box.w, box.h, target_context_size, target_ratio, params.penalty_k);
+  const double pscore = windowed_score(penalty, score, window[best], params.window_influence);
+  const double result[kTrackFields] = {box.cx, box.cy, box.w, box.h, score, pscore,
+                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
+                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  float* row = values + blockIdx.x * kTrackFields;
+  for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
+  index[blockIdx.x] = best;
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t aggregate_cuda(Heads<T> heads, const double* anchors, Geometry geometry, double alpha,
+                           AggregateOutputs out, cudaStream_t stream) {
+  aggregate_kernel<T><<<static_cast<unsigned>(geometry.batch), kThreads, 0, stream>>>(heads, anchors, geometry,
+                                                                                     alpha, out);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t track_cuda(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
+                       Geometry geometry, TrackParams params, int64_t* index, float* values, cudaStream_t stream) {
+  track_kernel<T><<<static_cast<unsigned>(geometry.batch), kThreads, 0, stream>>>(
+      heads, anchors, window, target_size, geometry, params, index, values);
+  return cudaGetLastError();
+}
+
+template cudaError_t aggregate_cuda<float>(Heads<float>, const double*, Geometry, double, AggregateOutputs,
+                                           cudaStream_t);
+template cudaError_t aggregate_cuda<double>(Heads<double>, const double*, Geometry, double, AggregateOutputs,
+                                            cudaStream_t);
+template cudaError_t track_cuda<float>(Heads<float>, const double*, const double*, const double*, Geometry,
+                                       TrackParams, int64_t*, float*, cudaStream_t);
+template cudaError_t track_cuda<double>(Heads<double>, const double*, const double*, const double*, Geometry,
+                                        TrackParams, int64_t*, float*, cudaStream_t);
+
+}  // namespace snlt_fast::postprocess

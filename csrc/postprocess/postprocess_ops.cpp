@@ -1,0 +1,161 @@
+// torch glue of the post-processing kernels: schemas, checks, outputs, CPU and CUDA
+// registrations (the kernels themselves take raw pointers; see postprocess_kernels.h).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#ifdef SNLT_FAST_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include <optional>
+#include <tuple>
+
+#include "postprocess/postprocess_kernels.h"
+#include "postprocess/postprocess_math.h"
+
+namespace snlt_fast::postprocess {
+namespace {
+
+using OptionalTensor = std::optional<at::Tensor>;
+
+// ops/postprocess.py validates user input with friendly messages; these checks stop a
+// direct torch.ops call from handing the kernels memory they would misread.
+Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                     const OptionalTensor& loc_nl, const at::Tensor& anchors) {
+  TORCH_CHECK(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0,
+              "cls_vis must be [B, 2A, H, W], got ", cls_vis.sizes());
+  TORCH_CHECK(cls_vis.scalar_type() == at::kFloat || cls_vis.scalar_type() == at::kDouble,
+              "heads must be float32 or float64, got ", cls_vis.scalar_type());
+  TORCH_CHECK(cls_nl.has_value() == loc_nl.has_value(), "cls_nl and loc_nl must both be given or both be None");
+  const Geometry geometry{cls_vis.size(0), cls_vis.size(1) / 2, cls_vis.size(2), cls_vis.size(3)};
+  const std::vector<int64_t> loc_shape{geometry.batch, 4 * geometry.anchor_num, geometry.height, geometry.width};
+  auto check_head = [&](const at::Tensor& head, at::IntArrayRef shape, const char* name) {
+    TORCH_CHECK(head.sizes() == shape, name, " must have shape ", shape, ", got ", head.sizes());
+    TORCH_CHECK(head.scalar_type() == cls_vis.scalar_type(), name, " must have the dtype of cls_vis");
+    TORCH_CHECK(head.device() == cls_vis.device(), name, " must be on the device of cls_vis");
+    TORCH_CHECK(head.is_contiguous(), name, " must be contiguous");
+  };
+  check_head(cls_vis, cls_vis.sizes(), "cls_vis");
+  check_head(loc_vis, loc_shape, "loc_vis");
+  if (cls_nl.has_value()) {
+    check_head(*cls_nl, cls_vis.sizes(), "cls_nl");
+    check_head(*loc_nl, loc_shape, "loc_nl");
+  }
+  auto check_float64 = [&](const at::Tensor& value, at::IntArrayRef shape, const char* name) {
+    TORCH_CHECK(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
+    TORCH_CHECK(value.scalar_type() == at::kDouble, name, " must be float64, got ", value.scalar_type());
+    TORCH_CHECK(value.device() == cls_vis.device(), name, " must be on the device of cls_vis");
+    TORCH_CHECK(value.is_contiguous(), name, " must be contiguous");
+  };
+  check_float64(anchors, {4, geometry.anchor_num, geometry.height, geometry.width}, "anchors");
+  return geometry;
+}
+
+template <typename T>
+Heads<T> head_pointers(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                       const OptionalTensor& loc_nl) {
+  return {cls_vis.data_ptr<T>(), cls_nl ? cls_nl->data_ptr<T>() : nullptr, loc_vis.data_ptr<T>(),
+          loc_nl ? loc_nl->data_ptr<T>() : nullptr};
+}
+
+// Runs body(T{}) with T the heads' element type.
+template <typename Body>
+void with_head_type(const at::Tensor& cls_vis, Body body) {
+  if (cls_vis.scalar_type() == at::kDouble) {
+    body(double{});
+  } else {
+    body(float{});
+  }
+}
+
+template <bool kCuda>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl,
+                                                         const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
+                                                         const at::Tensor& anchors, double alpha) {
+  const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
+  const auto options = cls_vis.options().dtype(at::kFloat);
+  at::Tensor score = at::empty({g.batch, g.anchor_num, g.height, g.width}, options);
+  at::Tensor box = at::empty({g.batch, 4, g.anchor_num, g.height, g.width}, options);
+  at::Tensor stats = at::empty({g.batch, 4}, options);
+  if (g.batch == 0) return {score, box, stats};
+  const AggregateOutputs out{score.data_ptr<float>(), box.data_ptr<float>(), stats.data_ptr<float>()};
+  with_head_type(cls_vis, [&](auto element) {
+    using T = decltype(element);
+    const Heads<T> heads = head_pointers<T>(cls_vis, cls_nl, loc_vis, loc_nl);
+    if constexpr (kCuda) {
+#ifdef SNLT_FAST_WITH_CUDA
+      const c10::cuda::CUDAGuard guard(cls_vis.device());
+      const cudaError_t error =
+          aggregate_cuda<T>(heads, anchors.data_ptr<double>(), g, alpha, out, c10::cuda::getCurrentCUDAStream());
+      TORCH_CHECK(error == cudaSuccess, "postprocess_aggregate launch failed: ", cudaGetErrorString(error));
+#endif
+    } else {
+      aggregate_cpu<T>(heads, anchors.data_ptr<double>(), g, alpha, out);
+    }
+  });
+  return {score, box, stats};
+}
+
+template <bool kCuda>
+std::tuple<at::Tensor, at::Tensor> track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl,
+                                         const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
+                                         const at::Tensor& anchors, const at::Tensor& window,
+                                         const at::Tensor& target_size, double alpha, double penalty_k,
+                                         double window_influence, double lr, bool lr_from_pscore) {
+  const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
+  TORCH_CHECK(window.sizes() == at::IntArrayRef({g.anchor_num, g.height, g.width}) &&
+                  window.scalar_type() == at::kDouble && window.is_contiguous() && window.device() == cls_vis.device(),
+              "window must be a contiguous float64 [A, H, W] tensor on the device of cls_vis");
+  TORCH_CHECK(target_size.sizes() == at::IntArrayRef({g.batch, 2}) && target_size.scalar_type() == at::kDouble &&
+                  target_size.is_contiguous() && target_size.device() == cls_vis.device(),
+              "target_size must be a contiguous float64 [B, 2] tensor on the device of cls_vis");
+  at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
+  at::Tensor values = at::empty({g.batch, kTrackFields}, cls_vis.options().dtype(at::kFloat));
+  if (g.batch == 0) return {index, values};
+  const TrackParams params{alpha, penalty_k, window_influence, lr, lr_from_pscore};
+  with_head_type(cls_vis, [&](auto element) {
+    using T = decltype(element);
+    const Heads<T> heads = head_pointers<T>(cls_vis, cls_nl, loc_vis, loc_nl);
+    if constexpr (kCuda) {
+#ifdef SNLT_FAST_WITH_CUDA
+      const c10::cuda::CUDAGuard guard(cls_vis.device());
+      const cudaError_t error = track_cuda<T>(heads, anchors.data_ptr<double>(), window.data_ptr<double>(),
+                                              target_size.data_ptr<double>(), g, params, index.data_ptr<int64_t>(),
+                                              values.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+      TORCH_CHECK(error == cudaSuccess, "postprocess_track launch failed: ", cudaGetErrorString(error));
+#endif
+    } else {
+      track_cpu<T>(heads, anchors.data_ptr<double>(), window.data_ptr<double>(), target_size.data_ptr<double>(), g,
+                   params, index.data_ptr<int64_t>(), values.data_ptr<float>());
+    }
+  });
+  return {index, values};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(snlt_fast_C, m) {
+  m.def(
+      "postprocess_aggregate(Tensor cls_vis, Tensor? cls_nl, Tensor loc_vis, Tensor? loc_nl, Tensor anchors, "
+      "float alpha) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "postprocess_track(Tensor cls_vis, Tensor? cls_nl, Tensor loc_vis, Tensor? loc_nl, Tensor anchors, "
+      "Tensor window, Tensor target_size, float alpha, float penalty_k, float window_influence, float lr, "
+      "bool lr_from_pscore) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(snlt_fast_C, CPU, m) {
+  m.impl("postprocess_aggregate", &aggregate<false>);
+  m.impl("postprocess_track", &track<false>);
+}
+
+#ifdef SNLT_FAST_WITH_CUDA
+TORCH_LIBRARY_IMPL(snlt_fast_C, CUDA, m) {
+  m.impl("postprocess_aggregate", &aggregate<true>);
+  m.impl("postprocess_track", &track<true>);
+}
+#endif
+
+}  // namespace snlt_fast::postprocess
