@@ -366,15 +366,13 @@ def _device_table(records, device):
     return table
 
 
-def _launch_options(dtype, device):
-    options = {
+def _launch_options(dtype):
+    return {
         "DTYPE": _TRITON_DTYPES[dtype],
         "ACC": tl.float64 if dtype == torch.float64 else tl.float32,
+        "num_warps": _GPU_WARPS,  # the interpreter ignores it
         "enable_fp_fusion": False,
     }
-    if not _backends.triton_interpreted():
-        options["num_warps"] = _GPU_WARPS
-    return options
 
 
 def _device_guard(device):
@@ -410,7 +408,7 @@ def xcorr_forward_many(searches, kernels):
         _forward_kernel[(programs,)](
             _device_table(records, device), len(jobs),
             ONE_BY_ONE=one_by_one, BLOCK_C=block_c, BLOCK_P=block_p,
-            **_launch_options(searches[0].dtype, device),
+            **_launch_options(searches[0].dtype),
         )  # fmt: skip
     return outputs
 
@@ -441,6 +439,6 @@ def xcorr_backward_many(grads, searches, kernels, need_search, need_kernel):
             _device_table(grad_kernel_records + tap_records, device),
             len(grad_kernel_jobs), grad_kernel_programs, len(grad_kernel_records), len(tap_jobs),
             ONE_BY_ONE=one_by_one, BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_L=block_l,
-            **_launch_options(searches[0].dtype, device),
+            **_launch_options(searches[0].dtype),
         )  # fmt: skip
     return grad_searches, grad_kernels
