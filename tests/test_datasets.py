@@ -6,8 +6,11 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snlt_fast.datasets import OTB, AnnotationError, Dataset, LaSOT, NumberedFrames, OTB99Lang, Video, open_dataset
+from snlt_fast.datasets._text import read_boxes
 
 
 def write_sequence(root, name, boxes, images=None, first_image=1, digits=4, box_file="groundtruth_rect.txt", sep=","):
@@ -302,3 +305,33 @@ def test_video_and_dataset_checks(tmp_path):
         frames[3]
     with pytest.raises(ValueError, match="unknown dataset 'vot'"):
         open_dataset("vot", tmp_path)
+
+
+# --------------------------------------------------------------------------- box-file parsing
+
+
+number = st.one_of(st.integers(-5000, 5000).map(float), st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(number, number, number, number), min_size=1, max_size=12),
+    st.sampled_from([",", "\t", " ", ", ", "mixed"]),
+    st.booleans(),
+)
+def test_box_files_parse_exactly_with_any_separator(tmp_path_factory, boxes, separator, blank_lines):
+    lines = []
+    for index, box in enumerate(boxes):
+        sep = [",", "\t", " "][index % 3] if separator == "mixed" else separator
+        lines.append(sep.join(repr(v) for v in box))
+        if blank_lines:
+            lines.append("")
+    path = tmp_path_factory.mktemp("boxes") / "groundtruth.txt"
+    path.write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(read_boxes(path), np.array(boxes, dtype=np.float64))
+
+
+def test_empty_box_file_is_an_error(tmp_path):
+    (tmp_path / "groundtruth.txt").write_text("\n\n")
+    with pytest.raises(AnnotationError, match="no boxes"):
+        read_boxes(tmp_path / "groundtruth.txt")
