@@ -1,0 +1,328 @@
+"""Triton kernels of dynamic_aggregate and track_postprocess: one program per target,
+ENTROPY_LANES lanes; snlt_fast/ops/postprocess.py holds the contract they follow.
+
+A program walks its target's cells in chunks of ENTROPY_LANES, so lane l meets the cells
+n = l (mod ENTROPY_LANES) in increasing order: exactly the contract's entropy lanes. The
+lanes are then added pairwise, (l, l + w) for w = 128, ..., 1, each step a sum over an
+axis of length 2 (one addition, whatever order the compiler picks). Every launch passes
+enable_fp_fusion=False: a fused multiply-add would round once where the contract rounds twice.
+Float64 scalars travel as their int64 bit patterns: Triton would pass a Python float as float32.
+"""
+
+import contextlib
+import struct
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from snlt_fast import _backends
+from snlt_fast.ops.postprocess import ENTROPY_LANES, TRACK_FIELDS
+
+_LOG2_LANES = ENTROPY_LANES.bit_length() - 1
+_NO_CELL = 2**62  # larger than any cell index
+
+
+@triton.jit
+def _exp(x, INTERPRETED: tl.constexpr):
+    # libdevice is CUDA's exp; the interpreter has none and evaluates tl.exp with numpy.
+    if INTERPRETED:
+        return tl.exp(x)
+    else:
+        return libdevice.exp(x)
+
+
+@triton.jit
+def _log(x, INTERPRETED: tl.constexpr):
+    if INTERPRETED:
+        return tl.log(x)
+    else:
+        return libdevice.log(x)
+
+
+@triton.jit
+def _div(x, y, INTERPRETED: tl.constexpr):
+    # Correctly rounded on both paths (numpy's divide is IEEE).
+    if INTERPRETED:
+        return x / y
+    else:
+        return libdevice.div_rn(x, y)
+
+
+@triton.jit
+def _sqrt(x, INTERPRETED: tl.constexpr):
+    if INTERPRETED:
+        return tl.sqrt(x)
+    else:
+        return libdevice.sqrt_rn(x)
+
+
+@triton.jit
+def _float64(bits):
+    return bits.to(tl.int64).to(tl.float64, bitcast=True)
+
+
+@triton.jit
+def _probability(cls, n, cells, mask, INTERPRETED: tl.constexpr):
+    background = tl.load(cls + n, mask=mask, other=0.0).to(tl.float64)
+    foreground = tl.load(cls + cells + n, mask=mask, other=0.0).to(tl.float64)
+    return _div(1.0, 1.0 + _exp(background - foreground, INTERPRETED), INTERPRETED)
+
+
+@triton.jit
+def _head_entropy(cls, cells, LANES: tl.constexpr, LOG2_LANES: tl.constexpr, INTERPRETED: tl.constexpr):
+    lanes = tl.arange(0, LANES)
+    partial = tl.zeros([LANES], dtype=tl.float64)
+    for start in range(0, cells, LANES):
+        n = start + lanes
+        mask = n < cells
+        p = _probability(cls, n, cells, mask, INTERPRETED)
+        term = tl.where(p == 0.0, 0.0, p * _log(p, INTERPRETED))
+        partial += tl.where(mask, term, 0.0)  # +0 leaves a partial sum unchanged
+    for level in tl.static_range(LOG2_LANES):
+        partial = tl.sum(tl.reshape(partial, [2, LANES >> (level + 1)]), axis=0)
+    return -tl.sum(partial, axis=0)
+
+
+@triton.jit
+def _weights(cls_vis, cls_nl, cells, alpha, HAS_NL: tl.constexpr, LANES: tl.constexpr,
+             LOG2_LANES: tl.constexpr, INTERPRETED: tl.constexpr):
+    """(w_vis, w_nl, h_vis, h_nl) of one target."""
+    h_vis = _head_entropy(cls_vis, cells, LANES, LOG2_LANES, INTERPRETED)
+    if HAS_NL:
+        h_nl = _head_entropy(cls_nl, cells, LANES, LOG2_LANES, INTERPRETED)
+        gap = alpha * h_vis - alpha * h_nl
+        w_vis = _div(1.0, 1.0 + _exp(gap, INTERPRETED), INTERPRETED)
+        w_nl = _div(1.0, 1.0 + _exp(-gap, INTERPRETED), INTERPRETED)
+    else:
+        h_nl = float("nan")
+        w_vis = 1.0
+        w_nl = 0.0
+    return w_vis, w_nl, h_vis, h_nl
+
+
+@triton.jit
+def _head_box(loc, anchors, n, cells, mask, INTERPRETED: tl.constexpr):
+    dx = tl.load(loc + n, mask=mask, other=0.0).to(tl.float64)
+    dy = tl.load(loc + cells + n, mask=mask, other=0.0).to(tl.float64)
+    dw = tl.load(loc + 2 * cells + n, mask=mask, other=0.0).to(tl.float64)
+    dh = tl.load(loc + 3 * cells + n, mask=mask, other=0.0).to(tl.float64)
+    xa = tl.load(anchors + n, mask=mask, other=0.0)
+    ya = tl.load(anchors + cells + n, mask=mask, other=0.0)
+    wa = tl.load(anchors + 2 * cells + n, mask=mask, other=1.0)
+    ha = tl.load(anchors + 3 * cells + n, mask=mask, other=1.0)
+    return dx * wa + xa, dy * ha + ya, _exp(dw, INTERPRETED) * wa, _exp(dh, INTERPRETED) * ha
+
+
+@triton.jit
+def _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, n, cells, mask, w_vis, w_nl,
+           HAS_NL: tl.constexpr, INTERPRETED: tl.constexpr):
+    """(score, cx, cy, w, h) at cells n."""
+    score = _probability(cls_vis, n, cells, mask, INTERPRETED)
+    cx, cy, w, h = _head_box(loc_vis, anchors, n, cells, mask, INTERPRETED)
+    if HAS_NL:
+        score = w_vis * score + w_nl * _probability(cls_nl, n, cells, mask, INTERPRETED)
+        cx_nl, cy_nl, w_nl_box, h_nl_box = _head_box(loc_nl, anchors, n, cells, mask, INTERPRETED)
+        cx = w_vis * cx + w_nl * cx_nl
+        cy = w_vis * cy + w_nl * cy_nl
+        w = w_vis * w + w_nl * w_nl_box
+        h = w_vis * h + w_nl * h_nl_box
+    return score, cx, cy, w, h
+
+
+@triton.jit
+def _change(ratio, INTERPRETED: tl.constexpr):
+    inverse = _div(1.0, ratio, INTERPRETED)
+    return tl.where(ratio > inverse, ratio, inverse)
+
+
+@triton.jit
+def _size_with_context(w, h, INTERPRETED: tl.constexpr):
+    pad = (w + h) * 0.5
+    return _sqrt((w + pad) * (h + pad), INTERPRETED)
+
+
+@triton.jit
+def _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED: tl.constexpr):
+    scale_change = _change(_div(_size_with_context(w, h, INTERPRETED), target_context_size, INTERPRETED), INTERPRETED)
+    ratio_change = _change(_div(target_ratio, _div(w, h, INTERPRETED), INTERPRETED), INTERPRETED)
+    return _exp((1.0 - ratio_change * scale_change) * penalty_k, INTERPRETED)
+
+
+@triton.jit
+def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_out, stats_out, cells, alpha_bits,
+                      HAS_NL: tl.constexpr, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
+                      INTERPRETED: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    cls_vis += b * 2 * cells
+    cls_nl += b * 2 * cells
+    loc_vis += b * 4 * cells
+    loc_nl += b * 4 * cells
+    w_vis, w_nl, h_vis, h_nl = _weights(cls_vis, cls_nl, cells, _float64(alpha_bits), HAS_NL, LANES, LOG2_LANES,
+                                        INTERPRETED)
+    score_out += b * cells
+    box_out += b * 4 * cells
+    for start in range(0, cells, LANES):
+        n = start + tl.arange(0, LANES)
+        mask = n < cells
+        score, cx, cy, w, h = _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, n, cells, mask, w_vis, w_nl,
+                                     HAS_NL, INTERPRETED)
+        tl.store(score_out + n, score.to(tl.float32), mask=mask)
+        tl.store(box_out + n, cx.to(tl.float32), mask=mask)
+        tl.store(box_out + cells + n, cy.to(tl.float32), mask=mask)
+        tl.store(box_out + 2 * cells + n, w.to(tl.float32), mask=mask)
+        tl.store(box_out + 3 * cells + n, h.to(tl.float32), mask=mask)
+    stats_out += b * 4
+    tl.store(stats_out, w_vis.to(tl.float32))
+    tl.store(stats_out + 1, w_nl.to(tl.float32))
+    tl.store(stats_out + 2, h_vis.to(tl.float32))
+    tl.store(stats_out + 3, h_nl.to(tl.float32))
+
+
+@triton.jit
+def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, index_out, values_out, cells,
+                  alpha_bits, penalty_k_bits, window_influence_bits, lr_bits,
+                  LR_FROM_PSCORE: tl.constexpr, HAS_NL: tl.constexpr, FIELDS: tl.constexpr, NO_CELL: tl.constexpr,
+                  LANES: tl.constexpr, LOG2_LANES: tl.constexpr, INTERPRETED: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    cls_vis += b * 2 * cells
+    cls_nl += b * 2 * cells
+    loc_vis += b * 4 * cells
+    loc_nl += b * 4 * cells
+    penalty_k = _float64(penalty_k_bits)
+    window_influence = _float64(window_influence_bits)
+    w_vis, w_nl, h_vis, h_nl = _weights(cls_vis, cls_nl, cells, _float64(alpha_bits), HAS_NL, LANES, LOG2_LANES,
+                                        INTERPRETED)
+    target_w = tl.load(target_size + 2 * b)
+    target_h = tl.load(target_size + 2 * b + 1)
+    target_context_size = _size_with_context(target_w, target_h, INTERPRETED)
+    target_ratio = _div(target_w, target_h, INTERPRETED)
+    # Per lane: its first NaN cell, and its first best cell (lanes see their cells in order).
+    lanes = tl.arange(0, LANES)
+    lane_nan = tl.full([LANES], NO_CELL, dtype=tl.int64)
+    lane_value = tl.full([LANES], float("-inf"), dtype=tl.float32)
+    lane_cell = tl.full([LANES], NO_CELL, dtype=tl.int64)
+    for start in range(0, cells, LANES):
+        n = (start + lanes).to(tl.int64)
+        mask = n < cells
+        score, cx, cy, w, h = _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, n, cells, mask, w_vis, w_nl,
+                                     HAS_NL, INTERPRETED)
+        penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)
+        window_value = tl.load(window + n, mask=mask, other=0.0)
+        value = (penalty * score * (1.0 - window_influence) + window_value * window_influence).to(tl.float32)
+        lane_nan = tl.where(mask & (value != value) & (lane_nan == NO_CELL), n, lane_nan)
+        better = mask & ((value > lane_value) | (lane_cell == NO_CELL))
+        lane_value = tl.where(better, value, lane_value)
+        lane_cell = tl.where(better, n, lane_cell)
+    # With a NaN anywhere the answer is the first NaN and lane_value is not used.
+    first_nan = tl.min(lane_nan, axis=0)
+    top = tl.max(lane_value, axis=0)
+    first_top = tl.min(tl.where(lane_value == top, lane_cell, NO_CELL), axis=0)
+    best = tl.where(first_nan < NO_CELL, first_nan, first_top)
+    score, cx, cy, w, h = _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, best, cells, True, w_vis, w_nl,
+                                 HAS_NL, INTERPRETED)
+    penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)
+    pscore = penalty * score * (1.0 - window_influence) + tl.load(window + best) * window_influence
+    if LR_FROM_PSCORE:
+        lr = pscore * _float64(lr_bits)
+    else:
+        lr = penalty * score * _float64(lr_bits)
+    values_out += b * FIELDS
+    tl.store(values_out, cx.to(tl.float32))
+    tl.store(values_out + 1, cy.to(tl.float32))
+    tl.store(values_out + 2, w.to(tl.float32))
+    tl.store(values_out + 3, h.to(tl.float32))
+    tl.store(values_out + 4, score.to(tl.float32))
+    tl.store(values_out + 5, pscore.to(tl.float32))
+    tl.store(values_out + 6, lr.to(tl.float32))
+    tl.store(values_out + 7, w_vis.to(tl.float32))
+    tl.store(values_out + 8, w_nl.to(tl.float32))
+    tl.store(values_out + 9, h_vis.to(tl.float32))
+    tl.store(values_out + 10, h_nl.to(tl.float32))
+    tl.store(index_out + b, best)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _float64_bits(value):
+    """A Python float's float64 bit pattern as a signed int (read back with _float64)."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _launch_options(has_nl):
+    options = {
+        "HAS_NL": has_nl,
+        "LANES": ENTROPY_LANES,
+        "LOG2_LANES": _LOG2_LANES,
+        "INTERPRETED": _backends.triton_interpreted(),
+        "enable_fp_fusion": False,
+    }
+    if not _backends.triton_interpreted():
+        options["num_warps"] = ENTROPY_LANES // 32
+    return options
+
+
+def _device_guard(device):
+    """Triton launches on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _interpreted_off_cpu(device):
+    """The interpreter reads memory on the host: it can only run on CPU tensors."""
+    return _backends.triton_interpreted() and device.type != "cpu"
+
+
+def _on_cpu(tensors):
+    return [None if t is None else t.cpu() for t in tensors]
+
+
+def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
+    """(score [B,A,H,W], box [B,4,A,H,W], stats [B,4]) float32, in one launch."""
+    device = cls_vis.device
+    if _interpreted_off_cpu(device):
+        outputs = dynamic_aggregate(*_on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors)), alpha)
+        return tuple(out.to(device) for out in outputs)
+    batch, channels, height, width = cls_vis.shape
+    anchor_num = channels // 2
+    score = torch.empty((batch, anchor_num, height, width), dtype=torch.float32, device=device)
+    box = torch.empty((batch, 4, anchor_num, height, width), dtype=torch.float32, device=device)
+    stats = torch.empty((batch, 4), dtype=torch.float32, device=device)
+    if batch == 0:
+        return score, box, stats
+    has_nl = cls_nl is not None
+    with _device_guard(device):
+        _aggregate_kernel[(batch,)](
+            cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors,
+            score, box, stats, anchor_num * height * width, _float64_bits(alpha),
+            **_launch_options(has_nl),
+        )  # fmt: skip
+    return score, box, stats
+
+
+def track_postprocess(
+    cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr,
+    lr_from_pscore,
+):  # fmt: skip
+    """(index int64 [B], values float32 [B, len(TRACK_FIELDS)]), in one launch."""
+    device = cls_vis.device
+    if _interpreted_off_cpu(device):
+        tensors = _on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size))
+        outputs = track_postprocess(*tensors, alpha, penalty_k, window_influence, lr, lr_from_pscore)
+        return tuple(out.to(device) for out in outputs)
+    batch, channels, height, width = cls_vis.shape
+    index = torch.empty((batch,), dtype=torch.int64, device=device)
+    values = torch.empty((batch, len(TRACK_FIELDS)), dtype=torch.float32, device=device)
+    if batch == 0:
+        return index, values
+    has_nl = cls_nl is not None
+    with _device_guard(device):
+        _track_kernel[(batch,)](
+            cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors, window,
+            target_size, index, values, channels // 2 * height * width,
+            _float64_bits(alpha), _float64_bits(penalty_k), _float64_bits(window_influence), _float64_bits(lr),
+            LR_FROM_PSCORE=lr_from_pscore, FIELDS=len(TRACK_FIELDS), NO_CELL=_NO_CELL,
+            **_launch_options(has_nl),
+        )  # fmt: skip
+    return index, values
