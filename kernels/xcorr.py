@@ -349,15 +349,25 @@ def _grad_kernel_records(jobs, block_l):
 # is only read on the stream that copied it there.
 _TABLES = OrderedDict()
 _TABLES_KEPT = 64
+# Tables made while a CUDA graph is captured, with their pinned host copies: every replay
+# copies the host table again and reads the device one, so both must outlive the graph.
+_CAPTURED_TABLES = []
+
+
+def _new_table(records, device):
+    host = torch.tensor(records, dtype=torch.int64, pin_memory=device.type == "cuda")
+    return host, host.to(device, non_blocking=True)
 
 
 def _device_table(records, device):
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        _CAPTURED_TABLES.append(_new_table(records, device))
+        return _CAPTURED_TABLES[-1][1]
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
     key = (device, stream, tuple(records))
     table = _TABLES.get(key)
     if table is None:
-        table = torch.tensor(records, dtype=torch.int64, pin_memory=device.type == "cuda")
-        table = table.to(device, non_blocking=True)
+        _, table = _new_table(records, device)
         _TABLES[key] = table
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
