@@ -289,11 +289,11 @@ def test_published_precision_is_the_frame_pooled_one(otb_and_siamrpn):
 
 
 def test_other_conventions_do_not_explain_the_precision_gap(otb_and_siamrpn):
-    """Centre definition, threshold inclusivity, frame 1, rounding: each moves precision by < 0.002."""
+    """Centre definition, threshold inclusivity, frame 1, rounding, split-target names: none gives 0.914."""
     dataset, results = otb_and_siamrpn
     predictions = {video.name: load_result(results / f"{video.name}.txt", video) for video in dataset}
 
-    def precision(centre_offset=-1.0, strict=False, skip_first=False, rounded=False):
+    def precision(centre_offset=-1.0, strict=False, skip_first=False, rounded=False, positive_mask=False):
         per_video = []
         for video in dataset:
             gt, pred = video.boxes, predictions[video.name]
@@ -302,6 +302,8 @@ def test_other_conventions_do_not_explain_the_precision_gap(otb_and_siamrpn):
             if skip_first:
                 gt, pred = gt[1:], pred[1:]
             distance = np.hypot(*((gt[:, :2] + (gt[:, 2:] + centre_offset) / 2) - (pred[:, :2] + (pred[:, 2:] + centre_offset) / 2)).T)
+            if positive_mask:  # the MATLAB toolkit gives frames whose gt has a value <= 0 the distance -1
+                distance[~(gt > 0).all(axis=1)] = -1
             per_video.append(np.mean(distance < 20 if strict else distance <= 20))
         return float(np.mean(per_video))
 
@@ -311,11 +313,17 @@ def test_other_conventions_do_not_explain_the_precision_gap(otb_and_siamrpn):
         "strict < 20": precision(strict=True),
         "without frame 1": precision(skip_first=True),
         "results rounded": precision(rounded=True),
+        "gt <= 0 counted as success": precision(positive_mask=True),
     }
+    # Counting the split targets (Jogging, Skating2, Human4) differently changes the video set.
+    report = score(dataset, results)
+    for dropped in (("Jogging-2", "Skating2-2"), ("Jogging-1", "Skating2-1"), ("Human4-2",)):
+        kept = [s.precision for name, s in report.per_video.items() if name not in dropped]
+        variants["without " + ", ".join(dropped)] = float(np.mean(kept))
     print("\n" + "\n".join(f"{name}: {value:.4f}" for name, value in variants.items()))
     assert round(baseline, 3) == 0.905
     for value in variants.values():
-        assert abs(value - baseline) < 0.002 and round(value, 3) != 0.914
+        assert abs(value - baseline) < 0.005 and round(value, 3) != 0.914
 
 
 # --------------------------------------------------------------------------- LaSOT (real ground truth)
