@@ -85,10 +85,15 @@ def multi_level(z_fs, x_fs, state, prefix, language_kernels=None):
     return {name: weighted_levels([level[name] for level in levels], state[f"{prefix}{name}_weight"]) for name in levels[0]}
 
 
-def assert_close_outputs(actual, expected, rtol=1e-4, atol=1e-4):
+def assert_close_outputs(actual, expected, rtol=1e-4, atol=1e-5):
+    """Close up to float32 reordering: `atol` is relative to the output's largest magnitude
+    (sums of many terms cancel, so single elements can carry the rounding of the large ones)."""
     assert actual.keys() == expected.keys()
     for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+        scale = max(1.0, expected[name].abs().max().item())
+        torch.testing.assert_close(
+            actual[name], expected[name], rtol=rtol, atol=atol * scale, msg=lambda m: f"{name}: {m}"
+        )
 
 
 def assert_equal_outputs(actual, expected):
