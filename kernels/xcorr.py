@@ -127,7 +127,8 @@ def _pointer(record, FIELD: tl.constexpr, DTYPE: tl.constexpr):
 @triton.jit
 def _strides(record, FIELD: tl.constexpr):
     """The four strides (batch, channel, row, column) stored from FIELD on."""
-    return tl.load(record + FIELD), tl.load(record + FIELD + 1), tl.load(record + FIELD + 2), tl.load(record + FIELD + 3)
+    batch, channel = tl.load(record + FIELD), tl.load(record + FIELD + 1)
+    return batch, channel, tl.load(record + FIELD + 2), tl.load(record + FIELD + 3)
 
 
 @triton.jit
@@ -292,10 +293,10 @@ def _ceil_div(n, d):
 
 def _tap_blocks(outputs):
     """(BLOCK_C, BLOCK_P) for tap jobs writing `outputs`: one pair of sizes for the whole launch."""
-    most_positions = max(o.shape[2] * o.shape[3] for o in outputs)
+    most_positions = max((o.shape[2] * o.shape[3] for o in outputs), default=1)
     if _backends.triton_interpreted():
         block_p = min(_next_power_of_2(most_positions), _INTERPRETED_ELEMENTS)
-        most_planes = max(o.shape[0] * o.shape[1] for o in outputs)
+        most_planes = max((o.shape[0] * o.shape[1] for o in outputs), default=1)
         return min(_next_power_of_2(most_planes), _INTERPRETED_ELEMENTS // block_p), block_p
     block_p = min(max(_next_power_of_2(most_positions), _GPU_MIN_BLOCK_P), _GPU_MAX_BLOCK_P)
     return _GPU_TAP_ELEMENTS // block_p, block_p
@@ -303,7 +304,7 @@ def _tap_blocks(outputs):
 
 def _grad_kernel_block(grad_kernels):
     if _backends.triton_interpreted():
-        return min(_next_power_of_2(max(k.numel() for k in grad_kernels)), _INTERPRETED_ELEMENTS)
+        return min(_next_power_of_2(max((k.numel() for k in grad_kernels), default=1)), _INTERPRETED_ELEMENTS)
     return _GPU_BLOCK_L
 
 
@@ -405,7 +406,7 @@ def xcorr_forward_many(searches, kernels):
     if _interpreted_off_cpu(device):
         return [out.to(device) for out in xcorr_forward_many(_to_cpu(searches), _to_cpu(kernels))]
     outputs = [
-        torch.empty((s.shape[0], s.shape[1], s.shape[2] - k.shape[2] + 1, s.shape[3] - k.shape[3] + 1), dtype=s.dtype, device=device)
+        s.new_empty((*s.shape[:2], s.shape[2] - k.shape[2] + 1, s.shape[3] - k.shape[3] + 1))
         for s, k in zip(searches, kernels)
     ]
     jobs = [(s, k, out) for s, k, out in zip(searches, kernels, outputs) if out.numel() > 0]
@@ -439,8 +440,8 @@ def xcorr_backward_many(grads, searches, kernels, need_search, need_kernel):
     if not tap_jobs and not grad_kernel_jobs:
         return grad_searches, grad_kernels
 
-    block_c, block_p = _tap_blocks([out for _, _, out in tap_jobs]) if tap_jobs else (1, 1)
-    block_l = _grad_kernel_block([out for _, _, out in grad_kernel_jobs]) if grad_kernel_jobs else 1
+    block_c, block_p = _tap_blocks([out for _, _, out in tap_jobs])
+    block_l = _grad_kernel_block([out for _, _, out in grad_kernel_jobs])
     grad_kernel_records, grad_kernel_programs = _grad_kernel_records(grad_kernel_jobs, block_l)
     tap_records, programs = _tap_records(tap_jobs, block_c, block_p, grad_kernel_programs)
     one_by_one = all(k.shape[2] == 1 and k.shape[3] == 1 for _, k, _ in tap_jobs)

@@ -153,7 +153,9 @@ def test_shared_kernel_gradient_sums_batch_outermost(device):
     _, (grad_kernel,) = triton_xcorr.xcorr_backward_many([grad], [search], [kernel], False, True)
     assert_same_bits(grad_kernel, xcorr_backward_reference(grad, search, kernel, False, True)[1])
     # The data tells orders apart: one sum per sample, added afterwards, gives other bits.
-    per_sample = sum(xcorr_backward_reference(grad[b : b + 1], search[b : b + 1], kernel, False, True)[1] for b in range(4))
+    per_sample = sum(
+        xcorr_backward_reference(grad[b : b + 1], search[b : b + 1], kernel, False, True)[1] for b in range(4)
+    )
     assert not torch.equal(per_sample, grad_kernel)
 
 
@@ -255,7 +257,10 @@ def test_random_pairs(pairs, dtype, layout, needs, seed):
     device = DEVICES[0]
     searches = [relayout(spread(s, dtype, device, generator), layout) for s, _ in pairs]
     kernels = [relayout(spread(k, dtype, device, generator), layout) for _, k in pairs]
-    grads = [relayout(spread(xcorr_reference(s, k).shape, dtype, device, generator), layout) for s, k in zip(searches, kernels)]
+    grads = [
+        relayout(spread(xcorr_reference(s, k).shape, dtype, device, generator), layout)
+        for s, k in zip(searches, kernels)
+    ]
     check_pairs(searches, kernels, grads, *needs)
 
 
@@ -263,7 +268,8 @@ def test_random_pairs(pairs, dtype, layout, needs, seed):
 def test_repeated_calls_reuse_tables_safely(device):
     """Same tensors twice (a table-cache hit), then new shapes: every result still exact."""
     generator = torch.Generator().manual_seed(8)
-    for search_shape, kernel_shape in ((2, 3, 6, 6), (2, 3, 2, 2)), ((2, 3, 6, 6), (2, 3, 2, 2)), ((1, 4, 5, 7), (1, 4, 3, 1)):
+    shapes = (((2, 3, 6, 6), (2, 3, 2, 2)), ((2, 3, 6, 6), (2, 3, 2, 2)), ((1, 4, 5, 7), (1, 4, 3, 1)))
+    for search_shape, kernel_shape in shapes:
         search = spread(search_shape, torch.float32, device, generator)
         kernel = spread(kernel_shape, torch.float32, device, generator)
         for _ in range(2):
