@@ -308,3 +308,37 @@ def test_otb99lang_run_passes_the_sentence(shared_data, tmp_path, capsys):
     assert "OTB99-LANG-test shard 1/1: tracked 1 videos (142 frames" in capsys.readouterr().out
     assert snlt("eval", "score", "--dataset", "otb99lang", "--root", root, "--results", results, "--no-plots") == 0
     assert capsys.readouterr().out.splitlines()[3].startswith("Template")
+
+
+# --------------------------------------------------------------------------- the SNLT tracker by name
+
+
+def test_snlt_tracker_by_name_with_random_weights(tmp_path, capsys):
+    """`--tracker snlt` runs SNLTracker (untrained, so only the mechanics are checked)."""
+    root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 3})
+    results = tmp_path / "res" / "snlt"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    argv = run_args(root, results, "snlt", "--random-weights", "--arch", "snlt_alex", "--device", device)
+    assert snlt(*argv) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" in captured.err and "tracked 1 videos (3 frames" in captured.out
+    boxes = np.loadtxt(results / "Alpha.txt", delimiter=",")
+    assert boxes.shape == (3, 4) and np.isfinite(boxes).all()
+    np.testing.assert_array_equal(boxes[0], [4, 6, 8, 8])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--weights", "missing.pth"), "weights missing.pth does not exist"),
+        (("--random-weights", "--arch", "vgg"), "arch must be one of"),
+        (("--random-weights", "--device", "tpu"), "device must be cpu or cuda"),
+        (("--weights", "garbage.pth"), "weights garbage.pth: cannot read checkpoint"),
+    ],
+)
+def test_snlt_tracker_errors(tmp_path, capsys, extra, message, monkeypatch):
+    root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 3})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    assert snlt(*run_args(root, tmp_path / "res", "snlt", *extra)) == 2
+    assert message in one_line_error(capsys)

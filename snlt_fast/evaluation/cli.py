@@ -19,6 +19,7 @@ def add_parser(subparsers):
     weights = run.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, help="weights file for the tracker")
     weights.add_argument("--random-weights", action="store_true", help="snlt with random weights (smoke runs, timing)")
+    run.add_argument("--arch", help="snlt: the architecture --random-weights builds or --weights must hold (default snlt_r50)")
     run.add_argument("--device", help="device for the tracker (e.g. cuda, cpu)")
     run.add_argument("--results", type=Path, help="output folder (default results/<dataset>/<tracker>)")
     run.add_argument("--shard", default="1/1", help="run part i of n (e.g. 2/4) to share a benchmark between processes")
@@ -56,7 +57,9 @@ def _open(args):
 
 
 def _message(error):
-    return error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    """The error as one line (KeyError's str() would add quotes; some messages span lines)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split())
 
 
 def run_command(args):
@@ -67,18 +70,22 @@ def run_command(args):
     try:
         shard = parse_shard(args.shard)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(_message(error)) from None
     dataset = _open(args)
     results = args.results or Path("results") / args.dataset / tracker_label(args.tracker)
     try:
-        tracker = make_tracker(args.tracker, args.weights, args.random_weights, args.device)
+        tracker = make_tracker(args.tracker, args.weights, args.random_weights, args.device, args.arch)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(_message(error)) from None
+    if args.random_weights:
+        from snlt_fast.tracker.cli import RANDOM_WEIGHTS_WARNING
+
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     try:
         summary = run_tracker(tracker, dataset, results, shard, resume=not args.restart, progress=not args.no_progress)
     except (TrackerOutputError, FileNotFoundError) as error:
-        raise CommandError(str(error)) from None
-    fps = f", {summary.fps:.1f} fps" if summary.fps is not None else ""
+        raise CommandError(_message(error)) from None
+    fps = f", {summary.fps:.3g} fps" if summary.fps is not None else ""
     print(
         f"{dataset.name} shard {shard[0]}/{shard[1]}: tracked {len(summary.finished)} videos ({summary.frames} frames{fps}), "
         f"{len(summary.resumed)} already done; results in {results}"

@@ -72,7 +72,7 @@ def box_from_output(output, video_name, frame_number):
     """The 4 floats x, y, w, h of a tracker's output; TrackerOutputError naming the frame otherwise."""
     if isinstance(output, dict):
         output = output.get("bbox", output.get("box"))
-    elif not isinstance(output, (list, tuple, np.ndarray)) and hasattr(output, "__dict__"):
+    else:  # an object or named tuple with the box as an attribute (SNLTracker's TargetResult)
         output = getattr(output, "bbox", getattr(output, "box", output))
     if hasattr(output, "detach"):  # a torch tensor, possibly on a GPU
         output = output.detach().cpu().numpy()

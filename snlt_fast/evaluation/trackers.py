@@ -1,6 +1,7 @@
 """Trackers by name for `snlt eval run`: "snlt", or any factory as "module:function"."""
 
 import importlib
+from pathlib import Path
 
 BUILTIN_TRACKERS = ("snlt",)
 
@@ -10,18 +11,22 @@ def tracker_label(spec):
     return spec.rsplit(":", 1)[-1]
 
 
-def make_tracker(spec, weights=None, random_weights=False, device=None):
+def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None):
     """A tracker object (with init and track) from a spec.
 
     "snlt": the SNLT tracker, from `weights` or, with random_weights=True, from
-    freshly initialised weights (for timing and smoke tests). "module:function":
+    freshly initialised weights (for timing and smoke tests); `arch` is the
+    architecture random weights are built for (default snlt_r50), or the one the
+    weights must hold (see snlt_fast.models.ARCHS). "module:function":
     `function` is imported from `module` and called with the keyword arguments
     weights= and device= that were given (none when neither was).
     """
     if weights is not None and random_weights:
         raise ValueError("give weights or random_weights, not both")
     if spec == "snlt":
-        return _make_snlt(weights, random_weights, device)
+        return _make_snlt(weights, random_weights, device, arch)
+    if arch is not None:
+        raise ValueError("arch applies to the built-in snlt tracker only")
     if ":" not in spec:
         raise ValueError(f"unknown tracker {spec!r}: expected one of {', '.join(BUILTIN_TRACKERS)} or module:function")
     if random_weights:
@@ -42,11 +47,52 @@ def make_tracker(spec, weights=None, random_weights=False, device=None):
     return tracker
 
 
-def _make_snlt(weights, random_weights, device):
+def _make_snlt(weights, random_weights, device, arch):
     if weights is None and not random_weights:
         raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
+    import torch
+
+    from snlt_fast.models import ARCHS, CheckpointError, build_model, load_checkpoint
+
+    if arch is not None and arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     try:
-        from snlt_fast.tracker import SNLTracker
-    except ImportError as error:
-        raise ValueError(f"the SNLT tracker is not available: {error}") from None
-    return SNLTracker(weights=weights, device=device)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ValueError(f"device must be cpu or cuda, got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA GPU is available here")
+    if random_weights:
+        torch.manual_seed(0)
+        return _SNLTAdapter(build_model(arch or "snlt_r50").to(device), calibrate=True)
+    if not Path(weights).is_file():
+        raise ValueError(f"weights {weights} does not exist or is not a file")
+    try:
+        model = load_checkpoint(str(weights), arch).to(device)
+    except (CheckpointError, ValueError) as error:
+        raise ValueError(f"weights {weights}: {error}") from None
+    except Exception as error:  # torch.load's unpickling errors have no common base class
+        raise ValueError(f"weights {weights} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+    return _SNLTAdapter(model, calibrate=False)
+
+
+class _SNLTAdapter:
+    """SNLTracker for the runner: the sentence goes to the model only where it has a
+    language branch; random weights get their batch-norm statistics fitted to the
+    first frame the tracker sees."""
+
+    def __init__(self, model, calibrate):
+        self.model, self.calibrate, self.tracker = model, calibrate, None
+
+    def init(self, frame, box, text):
+        from snlt_fast.tracker import SNLTracker, calibrate_random_weights
+
+        text = text if self.model.has_language else None
+        if self.tracker is None:
+            if self.calibrate:
+                calibrate_random_weights(self.model, frame, box, text)
+            self.tracker = SNLTracker(self.model)
+        self.tracker.init(frame, box, text)
+
+    def track(self, frame):
+        return self.tracker.track(frame)
