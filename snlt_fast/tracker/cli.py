@@ -138,9 +138,13 @@ def _model(args, device):
     try:
         return load_checkpoint(str(args.weights), args.arch, language=language).to(device)
     except (CheckpointError, ValueError) as error:
-        raise CommandError(f"--weights {args.weights}: {error}") from None
+        raise CommandError(f"--weights {args.weights}: {_one_line(error)}") from None
     except Exception as error:  # torch.load's unpickling errors have no common base class
-        raise CommandError(f"--weights {args.weights} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise CommandError(f"--weights {args.weights} is not a readable checkpoint ({_one_line(error)})") from None
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
 
 
 # --------------------------------------------------------------------------- the run
@@ -179,6 +183,9 @@ def run(args):
     from snlt_fast.tracker import SNLTracker, TrackerConfig, TargetResult, calibrate_random_weights, default_config
 
     targets = _read_targets(args)
+    for output in (args.boxes, args.out):
+        if output is not None and not output.parent.is_dir():
+            raise CommandError(f"cannot write {output}: folder {output.parent} does not exist")
     device = _device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise CommandError("--cuda-graph needs --device cuda")

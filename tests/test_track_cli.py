@@ -1,0 +1,158 @@
+"""`snlt track` end to end on small synthetic sequences: outputs, user errors as one
+line with a non-zero exit, and no half-written outputs."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from snlt_fast.cli import main
+from snlt_fast.models import build_model, save_checkpoint
+
+HEIGHT, WIDTH = 96, 128
+BOX = "40,30,24,20"
+
+
+def _frames(count, seed=0):
+    """A textured background with a bright square moving right by 2 pixels a frame."""
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), (5, 5), 0)
+    frames = []
+    for index in range(count):
+        frame = background.copy()
+        frame[30:50, 40 + 2 * index : 64 + 2 * index] = (40, 220, 250)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture
+def folder(tmp_path):
+    source = tmp_path / "seq" / "img"
+    source.mkdir(parents=True)
+    for index, frame in enumerate(_frames(5)):
+        cv2.imwrite(str(source / f"{index + 1:04d}.jpg"), frame)
+    return tmp_path / "seq"
+
+
+def _track(*argv):
+    return main(["track", *map(str, argv), "--no-progress"])
+
+
+def _fails_with(capsys, message, *argv):
+    status = _track(*argv)
+    captured = capsys.readouterr()
+    assert status != 0
+    lines = captured.err.strip().splitlines()
+    assert lines and lines[-1].startswith("snlt track: error: ") and message in lines[-1], captured.err
+    assert "Traceback" not in captured.err
+    return lines[-1]
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+def test_tracks_a_frame_folder_and_writes_boxes_and_video(folder, tmp_path, capsys):
+    boxes, video = tmp_path / "boxes.txt", tmp_path / "out.mp4"
+    status = _track(folder, "--box", BOX, "--random-weights", "--arch", "siamrpn_alex", "--boxes", boxes, "--out", video)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "UNTRAINED" in captured.err
+    assert captured.out.startswith("snlt track: 5 frames (0 skipped), 1 target(s); tracking step")
+    lines = boxes.read_text().splitlines()
+    assert len(lines) == 5 and lines[0] == "40.0000,30.0000,24.0000,20.0000"
+    assert all(np.isfinite([float(v) for v in line.split(",")]).all() for line in lines)
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    capture.release()
+    assert _leftovers(tmp_path) == []
+
+
+def test_tracks_a_video_file_with_a_sentence(tmp_path, capsys):
+    video = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
+    for frame in _frames(4):
+        writer.write(frame)
+    writer.release()
+    boxes = tmp_path / "boxes.txt"
+    status = _track(video, "--box", BOX, "--text", "a yellow square", "--random-weights", "--arch", "snlt_alex", "--boxes", boxes)
+    assert status == 0, capsys.readouterr().err
+    assert len(boxes.read_text().splitlines()) == 4
+
+
+def test_several_targets_write_one_box_file_each(folder, tmp_path, capsys):
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps([{"box": [40, 30, 24, 20]}, {"box": [90, 60, 20, 20]}]))
+    boxes = tmp_path / "boxes.txt"
+    status = _track(folder, "--targets", targets, "--random-weights", "--arch", "siamrpn_alex", "--boxes", boxes)
+    assert status == 0, capsys.readouterr().err
+    for index in (1, 2):
+        assert len((tmp_path / f"boxes.{index}.txt").read_text().splitlines()) == 5
+    assert not boxes.exists()
+
+
+def test_missing_and_empty_sources(tmp_path, capsys):
+    _fails_with(capsys, "does not exist", tmp_path / "nowhere", "--box", BOX, "--random-weights")
+    (tmp_path / "empty").mkdir()
+    _fails_with(capsys, "no image files", tmp_path / "empty", "--box", BOX, "--random-weights")
+    not_a_video = tmp_path / "notes.txt"
+    not_a_video.write_text("hello")
+    _fails_with(capsys, "cannot read", not_a_video, "--box", BOX, "--random-weights")
+
+
+def test_an_undecodable_frame_is_reported_with_its_index(folder, tmp_path, capsys):
+    (folder / "img" / "0003.jpg").write_bytes(b"not a jpeg")
+    boxes, video = tmp_path / "boxes.txt", tmp_path / "out.mp4"
+    arguments = [folder, "--box", BOX, "--random-weights", "--arch", "siamrpn_alex", "--boxes", boxes, "--out", video]
+    line = _fails_with(capsys, "frame 2 (0003.jpg) could not be decoded", *arguments)
+    assert "--skip-bad-frames" in line
+    # Nothing half-written: neither output exists, and no temporary file is left behind.
+    assert not boxes.exists() and not video.exists() and _leftovers(tmp_path) == []
+
+    assert _track(*arguments, "--skip-bad-frames") == 0
+    assert "(1 skipped)" in capsys.readouterr().out
+    lines = boxes.read_text().splitlines()
+    assert len(lines) == 5 and lines[2] == lines[1]  # the skipped frame repeats the last box
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ("40,30,0,20", "has no area"),
+        ("40,30,24,-3", "has no area"),
+        ("120,30,24,20", "not inside the first frame (128x96)"),
+        ("-30,30,24,20", "not inside the first frame"),
+        ("40,30,24", "four"),
+        ("a,b,c,d", "four numbers"),
+    ],
+)
+def test_bad_boxes(folder, capsys, box, message):
+    _fails_with(capsys, message, folder, f"--box={box}", "--random-weights", "--arch", "siamrpn_alex")
+
+
+def test_bad_weights(folder, tmp_path, capsys):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00\x01 definitely not a checkpoint")
+    _fails_with(capsys, "garbage.pth", folder, "--box", BOX, "--weights", garbage)
+    _fails_with(capsys, "does not exist", folder, "--box", BOX, "--weights", tmp_path / "missing.pth")
+    saved = tmp_path / "alex.pth"
+    torch.manual_seed(0)
+    save_checkpoint(build_model("siamrpn_alex"), saved)
+    _fails_with(capsys, "--weights", folder, "--box", BOX, "--weights", saved, "--arch", "snlt_r50")
+    _fails_with(capsys, "no language branch", folder, "--box", BOX, "--text", "a square", "--weights", saved)
+    _fails_with(capsys, "give --weights", folder, "--box", BOX)
+
+
+def test_other_user_errors(folder, tmp_path, capsys):
+    _fails_with(capsys, "--box x,y,w,h", folder, "--random-weights")
+    if not torch.cuda.is_available():
+        _fails_with(capsys, "no CUDA GPU", folder, "--box", BOX, "--random-weights", "--device", "cuda")
+    _fails_with(capsys, "--device must be", folder, "--box", BOX, "--random-weights", "--device", "tpu")
+    targets = tmp_path / "targets.json"
+    targets.write_text("[{")
+    _fails_with(capsys, "not valid JSON", folder, "--targets", targets, "--random-weights")
+    targets.write_text(json.dumps([{"box": [1, 2, 3, 4], "text": "a"}, {"box": [5, 6, 7, 8]}]))
+    _fails_with(capsys, "every target or for none", folder, "--targets", targets, "--random-weights")
+    _fails_with(capsys, "does not exist", folder, "--box", BOX, "--random-weights", "--boxes", tmp_path / "no" / "b.txt")
