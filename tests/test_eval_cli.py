@@ -269,9 +269,12 @@ def test_box_from_output_forms():
         def __init__(self, box):
             self.bbox = box
 
+    from snlt_fast.tracker import TargetResult
+
     expected = np.array([1.0, 2.0, 3.0, 4.0])
+    target = TargetResult((1.0, 2.0, 3.0, 4.0), 0.9, 0.8, 0.5, 0.5, False)  # what SNLTracker.track returns
     for output in ([1, 2, 3, 4], (1, 2, 3, 4), expected, {"bbox": [1, 2, 3, 4]}, {"box": (1, 2, 3, 4)},
-                   WithBox([1, 2, 3, 4]), torch.tensor([[1.0, 2.0, 3.0, 4.0]])):
+                   WithBox([1, 2, 3, 4]), torch.tensor([[1.0, 2.0, 3.0, 4.0]]), target):
         np.testing.assert_array_equal(box_from_output(output, "v", 2), expected)
     for bad in (None, [1, 2, 3], [1, 2, float("nan"), 4], {"score": 1}, "1,2,3,4"):
         with pytest.raises(TrackerOutputError, match="video v, frame 7"):

@@ -71,8 +71,6 @@ def _make_snlt(weights, random_weights, device, arch):
         model = load_checkpoint(str(weights), arch).to(device)
     except (CheckpointError, ValueError) as error:
         raise ValueError(f"weights {weights}: {error}") from None
-    except Exception as error:  # torch.load's unpickling errors have no common base class
-        raise ValueError(f"weights {weights} is not a readable checkpoint ({type(error).__name__}: {error})") from None
     return _SNLTAdapter(model, calibrate=False)
 
 
