@@ -44,25 +44,26 @@ struct AccumulatorOf<double> {
 
 // ------------------------------------------------------------------ vector core
 
-constexpr int kVectorBytes = 64;
-template <typename Acc>
+// BYTES: the width of the instruction set's vector registers (64 for AVX-512, 32 for
+// AVX2, 16 for SSE2), so that every vector below is one register.
+template <typename Acc, int BYTES>
 struct VectorOf {
-  typedef Acc type __attribute__((vector_size(kVectorBytes)));
+  typedef Acc type __attribute__((vector_size(BYTES)));
 };
-template <typename Acc>
-using Vec = typename VectorOf<Acc>::type;
-template <typename Acc>
-constexpr int64_t kLanes = kVectorBytes / sizeof(Acc);
+template <typename Acc, int BYTES>
+using Vec = typename VectorOf<Acc, BYTES>::type;
+template <typename Acc, int BYTES>
+constexpr int64_t kLanes = BYTES / sizeof(Acc);
 
-template <typename Acc>
-SNLT_ALWAYS_INLINE Vec<Acc> load(const Acc* p) {
-  Vec<Acc> v;
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE Vec<Acc, BYTES> load(const Acc* p) {
+  Vec<Acc, BYTES> v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-template <typename Acc>
-SNLT_ALWAYS_INLINE void store(Acc* p, Vec<Acc> v) {
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void store(Acc* p, Vec<Acc, BYTES> v) {
   std::memcpy(p, &v, sizeof v);
 }
 
@@ -80,34 +81,34 @@ struct CorrelateJob {
   Acc* dst;
 };
 
-template <typename Acc, int ROWS, int CHUNKS>
+template <typename Acc, int BYTES, int ROWS, int CHUNKS>
 SNLT_ALWAYS_INLINE void correlate_tile(const CorrelateJob<Acc>& job, int64_t row, int64_t chunk) {
-  constexpr int64_t L = kLanes<Acc>;
-  Vec<Acc> acc[ROWS][CHUNKS] = {};  // +0
+  constexpr int64_t L = kLanes<Acc, BYTES>;
+  Vec<Acc, BYTES> acc[ROWS][CHUNKS] = {};  // +0
   const Acc* origin = job.src + row * job.src_stride + chunk * L;
   for (int64_t t = 0; t < job.taps; ++t) {
     const Acc* tap = origin + job.offsets[t];
     const Acc weight = job.weights[t];
     for (int r = 0; r < ROWS; ++r)
-      for (int q = 0; q < CHUNKS; ++q) acc[r][q] += load(tap + r * job.src_stride + q * L) * weight;
+      for (int q = 0; q < CHUNKS; ++q) acc[r][q] += load<Acc, BYTES>(tap + r * job.src_stride + q * L) * weight;
   }
   const int64_t dst_stride = job.chunks * L;
   for (int r = 0; r < ROWS; ++r)
-    for (int q = 0; q < CHUNKS; ++q) store(job.dst + (row + r) * dst_stride + (chunk + q) * L, acc[r][q]);
+    for (int q = 0; q < CHUNKS; ++q) store<Acc, BYTES>(job.dst + (row + r) * dst_stride + (chunk + q) * L, acc[r][q]);
 }
 
 // Tiles of ROWS x CHUNKS vectors keep that many independent sums in registers.
-template <typename Acc, int ROWS, int CHUNKS>
+template <typename Acc, int BYTES, int ROWS, int CHUNKS>
 SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
   const int64_t full_chunks = job.chunks / CHUNKS * CHUNKS;
   const int64_t full_rows = job.rows / ROWS * ROWS;
   for (int64_t chunk = 0; chunk < full_chunks; chunk += CHUNKS) {
-    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, ROWS, CHUNKS>(job, row, chunk);
-    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, 1, CHUNKS>(job, row, chunk);
+    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, BYTES, ROWS, CHUNKS>(job, row, chunk);
+    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, BYTES, 1, CHUNKS>(job, row, chunk);
   }
   for (int64_t chunk = full_chunks; chunk < job.chunks; ++chunk) {
-    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, ROWS, 1>(job, row, chunk);
-    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, 1, 1>(job, row, chunk);
+    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, BYTES, ROWS, 1>(job, row, chunk);
+    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, BYTES, 1, 1>(job, row, chunk);
   }
 }
 
@@ -123,59 +124,61 @@ struct ChainJob {
   Acc* acc;  // [taps][lanes], carried over from one batch sample to the next
 };
 
-template <typename Acc, int TAPS>
+template <typename Acc, int BYTES, int TAPS>
 SNLT_ALWAYS_INLINE void chain_block(const ChainJob<Acc>& job, int64_t first_tap) {
-  constexpr int64_t L = kLanes<Acc>;
-  Vec<Acc> acc[TAPS];
+  constexpr int64_t L = kLanes<Acc, BYTES>;
+  Vec<Acc, BYTES> acc[TAPS];
   const Acc* search_at[TAPS];
   for (int t = 0; t < TAPS; ++t) {
-    acc[t] = load(job.acc + (first_tap + t) * L);
+    acc[t] = load<Acc, BYTES>(job.acc + (first_tap + t) * L);
     search_at[t] = job.search + job.offsets[first_tap + t];
   }
   const Acc* grad = job.grad;
   for (int64_t y = 0; y < job.out_h; ++y) {
     for (int64_t x = 0; x < job.out_w; ++x, grad += L) {
-      const Vec<Acc> g = load(grad);
+      const Vec<Acc, BYTES> g = load<Acc, BYTES>(grad);
       const int64_t position = (y * job.width + x) * L;
-      for (int t = 0; t < TAPS; ++t) acc[t] += g * load(search_at[t] + position);
+      for (int t = 0; t < TAPS; ++t) acc[t] += g * load<Acc, BYTES>(search_at[t] + position);
     }
   }
-  for (int t = 0; t < TAPS; ++t) store(job.acc + (first_tap + t) * L, acc[t]);
+  for (int t = 0; t < TAPS; ++t) store<Acc, BYTES>(job.acc + (first_tap + t) * L, acc[t]);
 }
 
-template <typename Acc, int TAPS>
+template <typename Acc, int BYTES, int TAPS>
 SNLT_ALWAYS_INLINE void chain_block_of(int64_t taps, const ChainJob<Acc>& job, int64_t first_tap) {
   if constexpr (TAPS > 1) {
-    if (taps < TAPS) return chain_block_of<Acc, TAPS - 1>(taps, job, first_tap);
+    if (taps < TAPS) return chain_block_of<Acc, BYTES, TAPS - 1>(taps, job, first_tap);
   }
-  chain_block<Acc, TAPS>(job, first_tap);
+  chain_block<Acc, BYTES, TAPS>(job, first_tap);
 }
 
 // Taps go in blocks of at most MAX_TAPS chains, of near-equal sizes (25 taps: 7+6+6+6).
-template <typename Acc, int MAX_TAPS>
+template <typename Acc, int BYTES, int MAX_TAPS>
 SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
   const int64_t blocks = (job.taps + MAX_TAPS - 1) / MAX_TAPS;
   for (int64_t block = 0, first = 0; block < blocks; ++block) {
     const int64_t size = (job.taps - first + blocks - block - 1) / (blocks - block);
-    chain_block_of<Acc, MAX_TAPS>(size, job, first);
+    chain_block_of<Acc, BYTES, MAX_TAPS>(size, job, first);
     first += size;
   }
 }
 
-// One copy per instruction set; tile sizes fit each one's register file.
-#define SNLT_SIMD_VARIANT(NAME, TARGET, ROWS, CHUNKS, CHAIN_TAPS)                                      \
-  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, ROWS, CHUNKS>(job); }    \
-  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, ROWS, CHUNKS>(job); }  \
-  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, CHAIN_TAPS>(job); }                \
-  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, CHAIN_TAPS>(job); }
+// One copy per instruction set, each with vectors of its register width; tiles of 8
+// independent sums hide the latency of the adds.
+#define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)                                                            \
+  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 4, 2>(job); }   \
+  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 4, 2>(job); } \
+  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, BYTES, 8>(job); }               \
+  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, BYTES, 8>(job); }
 
-SNLT_SIMD_VARIANT(avx512, __attribute__((target("avx512f"))), 4, 2, 8)
-SNLT_SIMD_VARIANT(avx2, __attribute__((target("avx2"))), 2, 2, 4)
-SNLT_SIMD_VARIANT(generic, , 1, 2, 2)
+SNLT_SIMD_VARIANT(avx512, __attribute__((target("avx512f"))), 64)
+SNLT_SIMD_VARIANT(avx2, __attribute__((target("avx2"))), 32)
+SNLT_SIMD_VARIANT(generic, , 16)
 #undef SNLT_SIMD_VARIANT
 
-template <typename Acc>
+template <typename Acc, int BYTES>
 struct SimdKernels {
+  static constexpr int bytes = BYTES;
   void (*correlate)(const CorrelateJob<Acc>&);
   void (*chains)(const ChainJob<Acc>&);
 };
@@ -185,9 +188,9 @@ enum class Isa { Generic, Avx2, Avx512 };
 Isa chosen_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
-    Isa best = __builtin_cpu_supports("avx512f") ? Isa::Avx512
-               : __builtin_cpu_supports("avx2")  ? Isa::Avx2
-                                                  : Isa::Generic;
+    const Isa best = __builtin_cpu_supports("avx512f") ? Isa::Avx512
+                     : __builtin_cpu_supports("avx2")  ? Isa::Avx2
+                                                        : Isa::Generic;
     const char* forced = std::getenv("SNLT_FAST_XCORR_ISA");
     if (forced != nullptr && std::string(forced) == "generic") return Isa::Generic;
     if (forced != nullptr && std::string(forced) == "avx2" && best == Isa::Avx512) return Isa::Avx2;
@@ -196,15 +199,16 @@ Isa chosen_isa() {
   return isa;
 }
 
-template <typename Acc>
-SimdKernels<Acc> simd_kernels() {
+// fn(SimdKernels<Acc, register width>) for the instruction set of this CPU.
+template <typename Acc, typename Fn>
+void with_simd_kernels(const Fn& fn) {
   switch (chosen_isa()) {
     case Isa::Avx512:
-      return {correlate_avx512, chains_avx512};
+      return fn(SimdKernels<Acc, 64>{correlate_avx512, chains_avx512});
     case Isa::Avx2:
-      return {correlate_avx2, chains_avx2};
-    default:
-      return {correlate_generic, chains_generic};
+      return fn(SimdKernels<Acc, 32>{correlate_avx2, chains_avx2});
+    case Isa::Generic:
+      return fn(SimdKernels<Acc, 16>{correlate_generic, chains_generic});
   }
 }
 
@@ -247,17 +251,17 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
 }
 
 // dst[y][x][lane] = channel `lane` of the rows x cols planes at src, for lane < count;
-// the other lanes are zero.
-template <typename T, typename Acc>
+// the other lanes are zero. Row by row, so that the destination row stays in L1 while
+// every lane writes into it.
+template <int64_t L, typename T, typename Acc>
 void stage_channels_last(const T* src, const int64_t* stride /* c, y, x */, int64_t count, int64_t rows,
                          int64_t cols, Acc* dst) {
-  constexpr int64_t L = kLanes<Acc>;
   if (count < L) std::fill(dst, dst + rows * cols * L, Acc(0));
-  for (int64_t lane = 0; lane < count; ++lane) {
-    for (int64_t y = 0; y < rows; ++y) {
+  for (int64_t y = 0; y < rows; ++y) {
+    Acc* to = dst + y * cols * L;
+    for (int64_t lane = 0; lane < count; ++lane) {
       const T* from = src + lane * stride[0] + y * stride[1];
-      Acc* to = dst + y * cols * L + lane;
-      for (int64_t x = 0; x < cols; ++x) to[x * L] = static_cast<Acc>(from[x * stride[2]]);
+      for (int64_t x = 0; x < cols; ++x) to[x * L + lane] = static_cast<Acc>(from[x * stride[2]]);
     }
   }
 }
@@ -318,10 +322,12 @@ void parallel_items(const std::vector<int64_t>& items, const std::vector<int64_t
 
 // ------------------------------------------------------------------ the three passes
 
-template <typename T>
+// The work items of each pass for element type T, with SIMD kernels BYTES wide.
+template <typename T, int BYTES>
 struct Planes {
   using Acc = typename AccumulatorOf<T>::type;
-  static constexpr int64_t L = kLanes<Acc>;
+  using Simd = SimdKernels<Acc, BYTES>;
+  static constexpr int64_t L = kLanes<Acc, BYTES>;
 
   static const T* search_plane(const Pair& p, int64_t b, int64_t c) {
     return static_cast<const T*>(p.search) + b * p.search_stride[0] + c * p.search_stride[1];
@@ -342,7 +348,7 @@ struct Planes {
     return weights;
   }
 
-  static void forward(const Pair& p, int64_t b, int64_t c, const SimdKernels<Acc>& simd) {
+  static void forward(const Pair& p, int64_t b, int64_t c, const Simd& simd) {
     const int64_t out_h = p.out_h(), out_w = p.out_w();
     const T* search = search_plane(p, b, c);
     const T* kernel = kernel_plane(p, b, c);
@@ -365,7 +371,7 @@ struct Planes {
     store_rounded(sums, chunks * L, out_h, out_w, out);
   }
 
-  static void grad_search(const Pair& p, int64_t b, int64_t c, const SimdKernels<Acc>& simd) {
+  static void grad_search(const Pair& p, int64_t b, int64_t c, const Simd& simd) {
     const int64_t out_h = p.out_h(), out_w = p.out_w(), kh = p.kernel_h, kw = p.kernel_w;
     const T* grad = grad_plane(p, b, c);
     const T* kernel = kernel_plane(p, b, c);
@@ -406,7 +412,7 @@ struct Planes {
   }
 
   // grad_kernel[kb, c0 : c0 + lanes, :, :]
-  static void grad_kernel(const Pair& p, int64_t kernel_b, int64_t c0, const SimdKernels<Acc>& simd) {
+  static void grad_kernel(const Pair& p, int64_t kernel_b, int64_t c0, const Simd& simd) {
     const int64_t out_h = p.out_h(), out_w = p.out_w(), taps = p.kernel_h * p.kernel_w;
     const int64_t count = std::min(L, p.channels - c0);
     Scratch<Acc>& scratch = thread_scratch<Acc>();
@@ -420,8 +426,8 @@ struct Planes {
     const int64_t first_b = p.kernel_shared ? 0 : kernel_b;
     const int64_t end_b = p.kernel_shared ? p.batch : kernel_b + 1;
     for (int64_t b = first_b; b < end_b; ++b) {
-      stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search);
-      stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad);
+      stage_channels_last<L>(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search);
+      stage_channels_last<L>(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad);
       simd.chains({grad, search, out_h, out_w, p.width, offsets, taps, sums});
     }
     T* out = static_cast<T*>(p.grad_kernel) + (kernel_b * p.channels + c0) * taps;
@@ -430,10 +436,9 @@ struct Planes {
   }
 };
 
-template <typename T>
-void forward_typed(const std::vector<Pair>& pairs) {
-  using P = Planes<T>;
-  const auto simd = simd_kernels<typename P::Acc>();
+template <typename T, typename Simd>
+void forward_typed(const std::vector<Pair>& pairs, const Simd& simd) {
+  using P = Planes<T, Simd::bytes>;
   std::vector<int64_t> items, cost;
   for (const Pair& p : pairs) {
     items.push_back(p.batch * p.channels);
@@ -445,10 +450,9 @@ void forward_typed(const std::vector<Pair>& pairs) {
   });
 }
 
-template <typename T>
-void backward_typed(const std::vector<Pair>& pairs, bool need_search, bool need_kernel) {
-  using P = Planes<T>;
-  const auto simd = simd_kernels<typename P::Acc>();
+template <typename T, typename Simd>
+void backward_typed(const std::vector<Pair>& pairs, bool need_search, bool need_kernel, const Simd& simd) {
+  using P = Planes<T, Simd::bytes>;
   if (need_search) {
     std::vector<int64_t> items, cost;
     for (const Pair& p : pairs) {
@@ -493,11 +497,18 @@ void with_scalar_type(Dtype dtype, const Fn& fn) {
 }  // namespace
 
 void forward_cpu(Dtype dtype, const std::vector<Pair>& pairs) {
-  with_scalar_type(dtype, [&](auto tag) { forward_typed<decltype(tag)>(pairs); });
+  with_scalar_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    with_simd_kernels<typename AccumulatorOf<T>::type>([&](auto simd) { forward_typed<T>(pairs, simd); });
+  });
 }
 
 void backward_cpu(Dtype dtype, const std::vector<Pair>& pairs, bool need_search, bool need_kernel) {
-  with_scalar_type(dtype, [&](auto tag) { backward_typed<decltype(tag)>(pairs, need_search, need_kernel); });
+  with_scalar_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    with_simd_kernels<typename AccumulatorOf<T>::type>(
+        [&](auto simd) { backward_typed<T>(pairs, need_search, need_kernel, simd); });
+  });
 }
 
 }  // namespace snlt_fast::xcorr
