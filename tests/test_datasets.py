@@ -1,7 +1,6 @@
 """Dataset readers: OTB folder and json layouts, OTB-99-LANG, LaSOT; real data where available."""
 
 import json
-import zipfile
 
 import cv2
 import numpy as np
@@ -10,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snlt_fast.datasets import OTB, AnnotationError, Dataset, LaSOT, NumberedFrames, OTB99Lang, Video, open_dataset
+from real_archives import extract_shared
 from snlt_fast.datasets._text import read_boxes
 
 
@@ -144,15 +144,7 @@ def test_otb_json_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def otb_json(tmp_path_factory):
-    from conftest import SHARED_DATA
-
-    archive = SHARED_DATA / "otb" / "OTB100.json.zip"
-    if not archive.is_file():
-        pytest.skip(f"real data not found at {archive}")
-    folder = tmp_path_factory.mktemp("otb_json")
-    with zipfile.ZipFile(archive) as handle:
-        handle.extractall(folder)
-    return folder / "OTB100.json"
+    return extract_shared(tmp_path_factory, "otb/OTB100.json.zip") / "OTB100.json"
 
 
 def test_real_otb100_json(otb_json):
@@ -262,15 +254,7 @@ def test_lasot_malformed_flags(tmp_path):
 
 @pytest.fixture(scope="module")
 def lasot_root(tmp_path_factory):
-    from conftest import SHARED_DATA
-
-    archive = SHARED_DATA / "lasot" / "lasot_test280_gt_absent.zip"
-    if not archive.is_file():
-        pytest.skip(f"real data not found at {archive}")
-    folder = tmp_path_factory.mktemp("lasot")
-    with zipfile.ZipFile(archive) as handle:
-        handle.extractall(folder)
-    return folder
+    return extract_shared(tmp_path_factory, "lasot/lasot_test280_gt_absent.zip")
 
 
 def test_real_lasot_test_split_and_nl_subset(shared_data, lasot_root):

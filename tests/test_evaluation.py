@@ -1,12 +1,12 @@
 """OPE metrics and scoring: hand-computed cases, a per-frame oracle, the published OTB figures, LaSOT."""
 
 import math
-import zipfile
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_archives import extract_shared
 
 from snlt_fast.datasets import OTB, AnnotationError, Dataset, LaSOT, Video
 from snlt_fast.evaluation import (
@@ -255,15 +255,7 @@ def test_table_and_plots(tmp_path):
 
 @pytest.fixture(scope="module")
 def otb_and_siamrpn(tmp_path_factory):
-    from conftest import SHARED_DATA
-
-    archives = [SHARED_DATA / "otb" / "OTB100.json.zip", SHARED_DATA / "results" / "SiamRPN++_OTB100.zip"]
-    if not all(a.is_file() for a in archives):
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    folder = tmp_path_factory.mktemp("otb_results")
-    for archive in archives:
-        with zipfile.ZipFile(archive) as handle:
-            handle.extractall(folder)
+    folder = extract_shared(tmp_path_factory, "otb/OTB100.json.zip", "results/SiamRPN++_OTB100.zip")
     return OTB(folder / "OTB100.json"), folder / "SiamRPN++"
 
 
@@ -333,12 +325,7 @@ def test_other_conventions_do_not_explain_the_precision_gap(otb_and_siamrpn):
 def lasot_test(tmp_path_factory):
     from conftest import SHARED_DATA
 
-    archive = SHARED_DATA / "lasot" / "lasot_test280_gt_absent.zip"
-    if not archive.is_file():
-        pytest.skip(f"real data not found at {archive}")
-    folder = tmp_path_factory.mktemp("lasot")
-    with zipfile.ZipFile(archive) as handle:
-        handle.extractall(folder)
+    folder = extract_shared(tmp_path_factory, "lasot/lasot_test280_gt_absent.zip")
     return LaSOT(folder, subset=SHARED_DATA / "lasot" / "testing_set.txt")
 
 
