@@ -269,6 +269,22 @@ def test_real_lasot_test_split_and_nl_subset(shared_data, lasot_root):
     assert zero_area.sum() > 0 and (zero_area & ~absent).sum() <= 3
 
 
+def test_open_dataset_by_command_line_name(tmp_path):
+    for name in ("Car", "Bird", "Ant"):
+        write_sequence(tmp_path / "otb", name, boxes_of(2), images=2)
+    (tmp_path / "names.txt").write_text("Car\nAnt\n")
+    assert open_dataset("otb", tmp_path / "otb", names_file=tmp_path / "names.txt").names == ["Car", "Ant"]
+    (tmp_path / "names.txt").write_text("Car\nZebra\n")
+    with pytest.raises(KeyError, match="has no video 'Zebra'"):
+        open_dataset("otb", tmp_path / "otb", names_file=tmp_path / "names.txt")
+    write_lasot(tmp_path / "lasot", "cat-1", boxes_of(2), [0, 0], [0, 0])
+    write_lasot(tmp_path / "lasot", "cat-2", boxes_of(2), [0, 0], [0, 0])
+    (tmp_path / "lasot" / "nl-consistent-lasot.txt").write_text("cat-2\n")
+    consistent = open_dataset("lasot", tmp_path / "lasot", split="nl-consistent")
+    assert consistent.name == "LaSOT-nl-consistent" and consistent.names == ["cat-2"]
+    assert open_dataset("lasot", tmp_path / "lasot").names == ["cat-1", "cat-2"]
+
+
 # --------------------------------------------------------------------------- shared behaviour
 
 

@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import snlt_fast.cli as snlt_cli
-from snlt_fast.datasets import OTB, Video
+from snlt_fast.datasets import OTB, NumberedFrames, Video
 from snlt_fast.evaluation import score
 from snlt_fast.evaluation.runner import TrackerOutputError, box_from_output, parse_shard, run_tracker, shard_videos
 
@@ -204,6 +206,17 @@ def test_shard_assignment_is_balanced_and_deterministic():
     for bad in ("0/2", "3/2", "a/b", "1"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=40), st.integers(1, 8))
+def test_shards_partition_any_dataset_evenly(lengths, count):
+    videos = [Video(f"v{i}", np.ones((length, 4)), NumberedFrames(".", 1, length, 4)) for i, length in enumerate(lengths)]
+    shards = [shard_videos(videos, i, count) for i in range(1, count + 1)]
+    assert sorted(v.name for s in shards for v in s) == sorted(v.name for v in videos)
+    loads = [sum(len(v) for v in s) for s in shards]
+    # Longest-first greedy: no shard exceeds the lightest by more than one video.
+    assert max(loads) - min(loads) <= max(lengths)
 
 
 @pytest.mark.parametrize("shard", ["0/2", "3/2", "x"])

@@ -93,6 +93,17 @@ def test_absent_frames_are_left_out_with_the_full_denominator():
         success_curve(gt, pred, absent[:3])
 
 
+def test_unusable_predictions_are_failures():
+    gt = [[0, 0, 10, 10]] * 3
+    pred = [[np.nan, 0, 10, 10], [0, 0, 10, np.inf], [0, 0, -10, 10]]  # NaN, infinite height, negative width
+    np.testing.assert_array_equal(iou(gt, pred), [0, 0, 0])
+    success, precision, norm_precision = frame_counts(gt, pred)
+    assert success.max() == 0
+    # Precision looks at centres only: the negative-width box is centred 10 px away (-5.5 vs 4.5).
+    assert precision[9] == 0 and precision[10] == 1 and precision.max() == 1
+    assert norm_precision.max() == 0  # 10 px over a 10 px wide target: 1.0, beyond 0.5
+
+
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"gt must have shape \(n, 4\)"):
         iou([[1, 2, 3]], [[1, 2, 3, 4]])

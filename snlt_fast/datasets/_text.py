@@ -24,7 +24,7 @@ def read_text(path, what):
     """The text of `path`, or FileNotFoundError saying which `what` file is missing."""
     path = Path(path)
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (IsADirectoryError, UnicodeDecodeError) as error:
