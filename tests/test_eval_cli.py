@@ -4,6 +4,7 @@ The trackers below are reached the way users reach theirs: `--tracker test_eval_
 (pytest puts tests/ on sys.path).
 """
 
+import json
 import os
 
 import cv2
@@ -156,6 +157,12 @@ def test_run_then_score_synthetic_sequences(tmp_path, capsys):
     assert best[0] == "BrightSpot" and best[1:4] == ["0.952", "1.000", "1.000"]  # IoU 1 is not > 1: AUC 20/21
     assert float(best[4]) > 0 and rows[4].split()[0] == "Constant" and rows[4].split()[-1] == "-"
     assert sorted(p.name for p in plots.iterdir()) == ["norm_precision_plot.png", "precision_plot.png", "success_plot.png"]
+
+    saved = tmp_path / "scores.json"
+    assert snlt("eval", "score", "--dataset", "otb", "--root", root, "--results", results, "--no-plots", "--json", saved) == 0
+    [entry] = json.loads(saved.read_text())
+    assert entry["tracker"] == "BrightSpot" and entry["precision"] == 1.0 and entry["fps"] > 0
+    assert entry["per_video"]["Gamma"]["success_auc"] == pytest.approx(20 / 21)
 
 
 def test_resume_and_restart(tmp_path, capsys):

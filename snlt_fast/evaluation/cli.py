@@ -1,9 +1,11 @@
 """`snlt eval run` (run a tracker over a benchmark) and `snlt eval score` (tables and plots)."""
 
+import json
 import sys
 from pathlib import Path
 
 from snlt_fast.datasets import DATASET_NAMES, AnnotationError, open_dataset
+from snlt_fast.evaluation._files import write_text_atomic
 
 # Errors that mean the user's files or arguments are wrong, reported as one line.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, AnnotationError, KeyError, ValueError)
@@ -33,6 +35,7 @@ def add_parser(subparsers):
     score.add_argument("--plots", type=Path, help="folder for the PNG plots (default: the parent of the first results folder)")
     score.add_argument("--no-plots", action="store_true", help="print the table only")
     score.add_argument("--attributes", action="store_true", help="also print the per-attribute breakdown")
+    score.add_argument("--json", type=Path, help="also write every score (overall, per video, per attribute) to this file")
     score.add_argument(
         "--average", choices=("video", "frame"), default="video",
         help="mean of per-video scores (toolkit convention, default) or pooled over all frames",
@@ -108,6 +111,8 @@ def score_command(args):
         raise CommandError(_message(error)) from None
     print(f"{dataset.name}: {len(dataset)} videos, {dataset.num_frames} frames (OPE, {args.average} average)")
     print(format_table(reports, attributes=args.attributes))
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps([report.as_dict() for report in reports], indent=1) + "\n")
     if not args.no_plots:
         out_dir = args.plots or args.results[0].resolve().parent
         paths = plot_all(reports, out_dir, dataset.name)

@@ -93,6 +93,17 @@ class Report:
     def norm_precision(self):
         return self.overall.norm_precision
 
+    def as_dict(self):
+        """Plain numbers (no curves), for json: overall, per video and per attribute."""
+        return {
+            "tracker": self.tracker,
+            "dataset": self.dataset,
+            **self.overall.as_dict(),
+            "fps": self.fps,
+            "per_video": {name: scores.as_dict() for name, scores in self.per_video.items()},
+            "per_attribute": {name: scores.as_dict() for name, scores in self.per_attribute.items()},
+        }
+
 
 def result_path(results_dir, video):
     """The result file of `video` in `results_dir` (its own name first, then its other names)."""
