@@ -252,6 +252,14 @@ def test_bad_tracker_output_is_a_one_line_error(tmp_path, capsys):
     assert not results.exists() or not list(results.iterdir())
 
 
+def test_unreadable_frame_is_a_one_line_error(tmp_path, capsys):
+    root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 4})
+    (root / "Alpha" / "img" / "0003.jpg").write_bytes(b"not a jpeg")
+    assert snlt(*run_args(root, tmp_path / "res")) == 2
+    assert "video Alpha: frame 3 not a readable image: " in one_line_error(capsys)
+    assert not (tmp_path / "res" / "Alpha.txt").exists()
+
+
 @pytest.mark.parametrize(
     "tracker, extra, message",
     [
