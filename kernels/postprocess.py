@@ -12,6 +12,7 @@ Float64 scalars travel as their int64 bit patterns: Triton would pass a Python f
 import contextlib
 import struct
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -265,8 +266,12 @@ def _launch_options(has_nl):
 
 
 def _device_guard(device):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    """Triton launches on the current CUDA device: make it the tensors' one. The
+    interpreter evaluates with numpy, which would warn where the contract overflows to
+    inf or makes NaN on purpose (exp of large deltas, NaN inputs)."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return np.errstate(all="ignore") if _backends.triton_interpreted() else contextlib.nullcontext()
 
 
 def _interpreted_off_cpu(device):

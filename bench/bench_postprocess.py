@@ -1,0 +1,122 @@
+"""Tracking post-processing per frame: the published numpy/scipy code (the baseline),
+the eager PyTorch reference and each fast backend of snlt_fast.track_postprocess,
+at SNLT's shapes (15 anchors on a 25x25 map) for 1 and 16 targets, plus SiamRPN++'s
+visual-only case and dynamic_aggregate's full fused maps.
+
+Inputs are random logits and deltas on pysot's anchors and window. On a GPU the
+heads live on the device, so the baseline pays the copy to the host that the
+published tracker pays, and every timed call ends with a synchronisation.
+"""
+
+import pytest
+import torch
+
+import snlt_fast
+from snlt_fast import available_backends
+from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track_postprocess_numpy
+
+SNLT_RATIOS, SNLT_SCALES = [0.33, 0.5, 1, 2, 3], [8, 10, 12]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# (case name, anchor scales, score size, targets, with the NL head)
+CASES = [
+    ("SNLT A=15 S=25 B=1", SNLT_SCALES, 25, 1, True),
+    ("SNLT A=15 S=25 B=16", SNLT_SCALES, 25, 16, True),
+    ("SiamRPN++ A=5 S=25 B=1", [8], 25, 1, False),
+]
+
+
+def fast_backends(device):
+    """The backends timed on `device`: never the Triton interpreter, which is a debugging tool."""
+    return [b for b in available_backends(device) if b != "reference" and (b != "triton" or device == "cuda")]
+
+
+def make_inputs(scales, size, batch, nl, device):
+    generator = torch.Generator().manual_seed(0)
+    anchor_num = len(SNLT_RATIOS) * len(scales)
+
+    def randn(*shape, scale):
+        return (torch.randn(shape, generator=generator) * scale).to(device)
+
+    return {
+        "cls_vis": randn(batch, 2 * anchor_num, size, size, scale=3.0),
+        "cls_nl": randn(batch, 2 * anchor_num, size, size, scale=3.0) if nl else None,
+        "loc_vis": randn(batch, 4 * anchor_num, size, size, scale=0.3),
+        "loc_nl": randn(batch, 4 * anchor_num, size, size, scale=0.3) if nl else None,
+        "anchors": snlt_fast.generate_anchors(8, SNLT_RATIOS, scales, size, device=device),
+        "window": snlt_fast.hanning_window(size, anchor_num, device=device),
+        "target_size": (torch.rand((batch, 2), generator=generator, dtype=torch.float64) * 80 + 20).to(device),
+    }
+
+
+def synchronized(fn, device):
+    if device != "cuda":
+        return fn
+
+    def run():
+        result = fn()
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
+def host_arrays(inputs):
+    """What the published tracker does first: copy every map to the host as numpy."""
+    return {k: None if v is None else v.cpu().numpy() for k, v in inputs.items()}
+
+
+def implementations(device, run_fast, run_baseline):
+    impls = [("numpy/scipy (published)", run_baseline, True), (f"torch eager reference ({device})", run_fast("reference"), False)]
+    impls += [(f"snlt_fast {backend}", run_fast(backend), False) for backend in fast_backends(device)]
+    return impls
+
+
+def track_implementations(device, scales, size, batch, nl):
+    inputs = make_inputs(scales, size, batch, nl, device)
+    return implementations(
+        device,
+        lambda backend: lambda: snlt_fast.track_postprocess(**inputs, backend=backend),
+        lambda: track_postprocess_numpy(**host_arrays(inputs)),
+    )
+
+
+def aggregate_implementations(device):
+    inputs = make_inputs(SNLT_SCALES, 25, 1, True, device)
+    heads = {k: inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors")}
+    return implementations(
+        device,
+        lambda backend: lambda: snlt_fast.dynamic_aggregate(**heads, backend=backend),
+        lambda: dynamic_aggregate_numpy(**host_arrays(heads)),
+    )
+
+
+TRACK_PARAMS = [
+    pytest.param(device, case, impl_index, id=f"{device}-{case[0]}-{impl_index}")
+    for device in DEVICES
+    for case in CASES
+    for impl_index in range(2 + len(fast_backends(device)))
+]
+
+
+@pytest.mark.parametrize("device, case, impl_index", TRACK_PARAMS)
+def test_track_postprocess(benchmark, device, case, impl_index):
+    name, scales, size, batch, nl = case
+    impl, fn, is_baseline = track_implementations(device, scales, size, batch, nl)[impl_index]
+    benchmark.group = f"track_postprocess {name} ({device} tensors)"
+    benchmark.extra_info["impl"] = impl
+    if is_baseline:
+        benchmark.extra_info["baseline"] = True
+    benchmark(synchronized(fn, device))
+
+
+@pytest.mark.parametrize(
+    "device, impl_index",
+    [(device, k) for device in DEVICES for k in range(2 + len(fast_backends(device)))],
+)
+def test_dynamic_aggregate(benchmark, device, impl_index):
+    impl, fn, is_baseline = aggregate_implementations(device)[impl_index]
+    benchmark.group = f"dynamic_aggregate SNLT A=15 S=25 B=1 ({device} tensors)"
+    benchmark.extra_info["impl"] = impl
+    if is_baseline:
+        benchmark.extra_info["baseline"] = True
+    benchmark(synchronized(fn, device))
