@@ -1,0 +1,168 @@
+"""The SNL-RPN head and the SNLT model, per frame and per training step.
+
+Groups and baselines:
+  head frame       one frame of the SNL-RPN head (all levels, visual + language) on a
+                   cached template: fast correlation vs the same modules with pysot's
+                   grouped F.conv2d correlation (the baseline users have today).
+  track            the whole `track` step (search backbone, neck, head), same comparison.
+  head train step  forward + backward of the head at B = 32, same comparison.
+  per-frame step   `track` with the template and sentence cached, vs the published
+                   pipeline, which runs the template backbone and the sentence encoder
+                   again on every frame (same weights, same ops: identical outputs,
+                   checked after timing).
+
+The convolutions dominate on a CPU, so the fast head has only to never be slower than
+the F.conv2d one; the gain shown here is from caching. Slow cases run few rounds.
+"""
+
+import pytest
+import torch
+
+from snlt_fast import available_backends
+from snlt_fast.models import SNLT
+from snlt_fast.nn import CONV2D
+
+SENTENCE = "man riding a motorbike wearing a white helmet"
+SEARCH_SIZE = {"resnet50": 255, "alexnet": 287}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def fast_backends(device):
+    return [backend for backend in available_backends(device) if backend != "reference"]
+
+
+def implementations(device):
+    """(backend, impl name, is the baseline) for every implementation compared on `device`."""
+    return [(CONV2D, "pysot F.conv2d", True)] + [(b, f"snlt_fast {b}", False) for b in fast_backends(device)]
+
+
+CASES = [(device, backend, name, baseline) for device in DEVICES for backend, name, baseline in implementations(device)]
+
+
+def rounds(backbone, batch):
+    """Few rounds for the slow cases (ResNet-50, large batches) on a CPU."""
+    work = (8 if backbone == "resnet50" else 1) * batch
+    return 20 if work <= 1 else 8 if work <= 8 else 3
+
+
+def synchronized(function, device):
+    if device == "cpu":
+        return function
+
+    def run():
+        result = function()
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
+_MODELS = {}
+
+
+def model_for(backbone, device):
+    """One model per backbone and device, random weights (speed does not depend on them), MiniLM language."""
+    if (backbone, device) not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[backbone, device] = SNLT(backbone).eval().to(device)
+    return _MODELS[backbone, device]
+
+
+def crops(batch, size, device, seed):
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def cached_template(model, batch, device):
+    return model.template(crops(batch, model.exemplar_size, device, 1), [SENTENCE] * batch)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
+@pytest.mark.parametrize("device, backend, impl, baseline", CASES)
+def test_head_frame(benchmark, device, backend, impl, baseline, backbone, batch):
+    model = model_for(backbone, device)
+    state = cached_template(model, batch, device)
+    with torch.no_grad():
+        search_features = model.features(crops(batch, SEARCH_SIZE[backbone], device, 2))
+    levels = len(search_features)
+    benchmark.group = f"SNL-RPN head frame {backbone} [{levels} level(s) x cls/loc x visual/language] B={batch} {device}"
+    benchmark.extra_info.update(impl=impl, baseline=baseline)
+    with model.using_backend(backend), torch.no_grad():
+        step = synchronized(lambda: model.rpn_head.track(search_features, state), device)
+        benchmark.pedantic(step, rounds=rounds(backbone, batch), iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
+@pytest.mark.parametrize("device, backend, impl, baseline", CASES)
+def test_track(benchmark, device, backend, impl, baseline, backbone, batch):
+    model = model_for(backbone, device)
+    state = cached_template(model, batch, device)
+    search = crops(batch, SEARCH_SIZE[backbone], device, 3)
+    benchmark.group = f"SNLT track {backbone} [{SEARCH_SIZE[backbone]} search, with sentence] B={batch} {device}"
+    benchmark.extra_info.update(impl=impl, baseline=baseline)
+    with model.using_backend(backend):
+        step = synchronized(lambda: model.track(search, state), device)
+        benchmark.pedantic(step, rounds=rounds(backbone, batch), iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
+@pytest.mark.parametrize("device, backend, impl, baseline", CASES)
+def test_head_train_step(benchmark, device, backend, impl, baseline, backbone):
+    batch = 32
+    model = model_for(backbone, device)
+    head = model.rpn_head
+    with torch.no_grad():
+        template_features = model.features(crops(batch, model.exemplar_size, device, 4))
+        search_features = model.features(crops(batch, SEARCH_SIZE[backbone], device, 5))
+        language = model.language_kernels([SENTENCE] * batch, batch)
+    benchmark.group = f"SNL-RPN head train step (forward + backward) {backbone} B={batch} {device}"
+    benchmark.extra_info.update(impl=impl, baseline=baseline)
+
+    def step():
+        head.zero_grad(set_to_none=True)
+        outputs = head(template_features, search_features, language)
+        sum(output.square().mean() for output in outputs.values()).backward()
+
+    head.train()
+    try:
+        with model.using_backend(backend):
+            slow = backbone == "resnet50" and device == "cpu"
+            benchmark.pedantic(synchronized(step, device), rounds=1 if slow else 3, iterations=1, warmup_rounds=0 if slow else 1)
+    finally:
+        head.eval()
+
+
+@pytest.mark.parametrize(
+    "backbone, batch", [("alexnet", 1), ("alexnet", 8), ("resnet50", 1)]
+)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "published"])
+def test_per_frame_step(benchmark, device, cached, backbone, batch):
+    model = model_for(backbone, device)
+    template = crops(batch, model.exemplar_size, device, 6)
+    search = crops(batch, SEARCH_SIZE[backbone], device, 7)
+    sentences = [SENTENCE] * batch
+    benchmark.group = f"SNLT per-frame step {backbone} B={batch} {device}: cached template + sentence vs published"
+    encoder = model.language.encoder
+    if cached:
+        benchmark.extra_info["impl"] = "snlt_fast track (template and sentence cached)"
+        state = model.template(template, sentences)
+        step = synchronized(lambda: model.track(search, state), device)
+    else:
+        benchmark.extra_info.update(impl="published pipeline (template backbone + sentence encoder every frame)", baseline=True)
+        encoder.cache_enabled = False
+
+        def uncached():
+            with torch.no_grad():
+                return model(template, search, sentences)
+
+        step = synchronized(uncached, device)
+    try:
+        outputs = benchmark.pedantic(step, rounds=rounds(backbone, batch), iterations=1, warmup_rounds=1)
+    finally:
+        encoder.cache_enabled = True
+    # Same weights, same ops: the cached step's outputs are the published pipeline's, bit for bit.
+    with torch.no_grad():
+        reference = model(template, search, sentences)
+    assert all(torch.equal(outputs[name], reference[name]) for name in reference)
