@@ -14,6 +14,7 @@ sentence is encoded once, on its own (so its embedding does not depend on the ba
 came in), and cached. `unfreeze()` makes the encoder trainable and bypasses the cache.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -105,8 +106,9 @@ class TransformerEncoder(SentenceEncoder):
         import transformers  # slow to import: only when a transformer encoder is built
 
         self.path = str(path)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = transformers.AutoModel.from_pretrained(self.path, local_files_only=True)
+        with _quiet(transformers):
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            self.model = transformers.AutoModel.from_pretrained(self.path, local_files_only=True)
         self.dim = self.model.config.hidden_size
         self.normalize = _pipeline_normalizes(path) if normalize is None else normalize
         self.freeze()
@@ -121,6 +123,19 @@ class TransformerEncoder(SentenceEncoder):
         mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No weight-loading progress bar from transformers (a tracker loads its encoder every run)."""
+    logging = transformers.utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _pipeline_normalizes(path):
