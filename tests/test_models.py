@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model_helpers import FAST_BACKENDS, assert_close_outputs, assert_equal_outputs, randomize_batchnorm, write_word_vectors
 
 from snlt_fast.models import AdjustAllLayer, AlexNetLegacy, ResNet50Atrous, SNLT, build_model
+from snlt_fast.models.backbones import SeparableMaxPool2d
 
 WORDS = ["a", "red", "car", "man", "riding", "motorbike", "white", "helmet", "dog"]
 SENTENCES = ["a red car", "man riding a motorbike wearing a white helmet"]
@@ -57,6 +60,39 @@ def alexnet_model(word_vectors):
 @pytest.fixture(scope="module")
 def resnet_model(word_vectors):
     return random_model(backbone="resnet50", language=word_vectors)
+
+
+@settings(max_examples=40)
+@given(
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    extra=st.integers(0, 9),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
+    special=st.booleans(),
+    transposed=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_separable_max_pool_equals_max_pool(kernel, stride, padding, extra, dtype, special, transposed, seed):
+    padding = min(padding, kernel // 2)  # max_pool2d's limit
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, kernel + extra, kernel + extra + 1, generator=generator).to(dtype)
+    if special:
+        x.view(-1)[torch.randint(0, x.numel(), (4,), generator=generator)] = torch.tensor(
+            [float("nan"), float("inf"), -float("inf"), -0.0], dtype=dtype
+        )
+    if transposed:
+        x = x.transpose(2, 3)
+    pool = SeparableMaxPool2d(kernel, stride, padding)
+    expected = torch.nn.MaxPool2d(kernel, stride, padding)(x)
+    with torch.no_grad():
+        actual = pool(x)
+    assert actual.shape == expected.shape and actual.dtype == dtype
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.nan_to_num(0.0), expected.nan_to_num(0.0))
+    grad_input = x.double().requires_grad_()
+    pool(grad_input).sum().backward()  # with autograd it is plain nn.MaxPool2d
+    assert grad_input.grad is not None
 
 
 def test_resnet_layers_follow_siamrpn_plus_plus():

@@ -7,6 +7,8 @@ Both construct with random weights (He initialisation); load real weights with
 snlt_fast.models.load_checkpoint.
 """
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,6 +19,23 @@ def _he_init(module):
         elif isinstance(layer, nn.BatchNorm2d):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+
+class SeparableMaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d, computed on a CPU without autograd as a max over rows, then over columns.
+
+    A maximum is exact in any order, so the result is nn.MaxPool2d's bit for bit, several
+    times faster than its window-at-a-time CPU kernel (AlexNet spends ~15% of a frame there).
+    """
+
+    def forward(self, x):
+        plain = not self.ceil_mode and self.dilation == 1 and not self.return_indices
+        if not plain or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4, value=float("-inf"))
+        rows = x.unfold(2, self.kernel_size, self.stride).amax(dim=-1)
+        return rows.unfold(3, self.kernel_size, self.stride).amax(dim=-1)
 
 
 class Bottleneck(nn.Module):
@@ -57,7 +76,7 @@ class ResNet50Atrous(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=0, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = SeparableMaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(64, 3)
         self.layer2 = self._make_layer(128, 4, stride=2)
         self.layer3 = self._make_layer(256, 6, dilation=2)
@@ -108,11 +127,11 @@ class AlexNetLegacy(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels[0], channels[1], kernel_size=11, stride=2),
             nn.BatchNorm2d(channels[1]),
-            nn.MaxPool2d(kernel_size=3, stride=2),
+            SeparableMaxPool2d(kernel_size=3, stride=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels[1], channels[2], kernel_size=5),
             nn.BatchNorm2d(channels[2]),
-            nn.MaxPool2d(kernel_size=3, stride=2),
+            SeparableMaxPool2d(kernel_size=3, stride=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels[2], channels[3], kernel_size=3),
             nn.BatchNorm2d(channels[3]),
