@@ -1,9 +1,15 @@
-// CPU kernels of dynamic_aggregate and track_postprocess: targets in parallel
-// (OpenMP), cells vectorized, float64 arithmetic as in postprocess_math.h.
+// CPU kernels of dynamic_aggregate and track_postprocess: cells vectorized, float64
+// arithmetic as in postprocess_math.h. One thread: at tracking shapes a frame's work
+// is ~100 us, which OpenMP's wake-up and spin-waiting cost more than they save on a
+// machine whose cores are busy with the network (measured: 2 threads 3-7x slower there).
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+// sqrt then compiles to the instruction alone: with errno to set for negative input it
+// would branch to libm, and branches keep loops from vectorizing. Nothing here reads errno.
+#pragma GCC optimize("no-math-errno")
 
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
@@ -130,9 +136,33 @@ SNLT_VECTOR_TARGETS double head_probabilities(const T* cls, int64_t cells, doubl
   return -lane_tree_sum(lanes);
 }
 
-struct Scratch {
-  std::vector<double> p_vis, p_nl;
-  std::vector<float> bound;
+// Every head of every target: its probabilities [B][heads][cells] and entropies [B][heads].
+struct HeadProbabilities {
+  int heads_per_target;
+  int64_t cells;
+  std::vector<double> values, entropy;
+
+  template <typename T>
+  void compute(const Heads<T>& heads, const Geometry& geometry) {
+    heads_per_target = heads.cls_nl != nullptr ? 2 : 1;
+    cells = geometry.cells();
+    const int64_t items = geometry.batch * heads_per_target;
+    values.resize(items * cells);
+    entropy.resize(items);
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / heads_per_target;
+      const T* cls = (item % heads_per_target == 0 ? heads.cls_vis : heads.cls_nl) + b * 2 * cells;
+      entropy[item] = head_probabilities(cls, cells, values.data() + item * cells);
+    }
+  }
+
+  const double* of(int64_t b, int head) const { return values.data() + (b * heads_per_target + head) * cells; }
+};
+
+// Buffers reused from call to call (one set per calling thread).
+struct Workspace {
+  HeadProbabilities probabilities;
+  std::vector<float> bound;  // the argmax's per-cell values for one target
   std::vector<uint8_t> safe;
 };
 
@@ -147,20 +177,22 @@ struct Target {
   const double* p_nl;
   double w_vis, w_nl, h_vis, h_nl;
 
-  Target(Heads<T> heads, const double* anchors_, int64_t cells_, int64_t b, double alpha, Scratch& scratch)
-      : loc_vis(heads.loc_vis + b * 4 * cells_), loc_nl(nullptr), anchors(anchors_), cells(cells_) {
-    scratch.p_vis.resize(cells);
-    p_vis = scratch.p_vis.data();
-    h_vis = head_probabilities(heads.cls_vis + b * 2 * cells, cells, scratch.p_vis.data());
-    p_nl = nullptr;
-    w_vis = 1.0;
-    w_nl = 0.0;
-    h_nl = std::numeric_limits<double>::quiet_NaN();
+  Target(const Heads<T>& heads, const double* anchors_, const HeadProbabilities& probabilities, int64_t b,
+         double alpha)
+      : loc_vis(heads.loc_vis + b * 4 * probabilities.cells),
+        loc_nl(nullptr),
+        anchors(anchors_),
+        cells(probabilities.cells),
+        p_vis(probabilities.of(b, 0)),
+        p_nl(nullptr),
+        w_vis(1.0),
+        w_nl(0.0),
+        h_vis(probabilities.entropy[b * probabilities.heads_per_target]),
+        h_nl(std::numeric_limits<double>::quiet_NaN()) {
     if (heads.cls_nl != nullptr) {
       loc_nl = heads.loc_nl + b * 4 * cells;
-      scratch.p_nl.resize(cells);
-      p_nl = scratch.p_nl.data();
-      h_nl = head_probabilities(heads.cls_nl + b * 2 * cells, cells, scratch.p_nl.data());
+      p_nl = probabilities.of(b, 1);
+      h_nl = probabilities.entropy[b * 2 + 1];
       modality_weights<VectorMath>(alpha, h_vis, h_nl, &w_vis, &w_nl);
     }
   }
@@ -240,27 +272,29 @@ inline bool sizes_are_tame(double delta_w, double delta_h, double anchor_w, doub
 // so the float32 bound is at least the float32 pscore.
 template <bool kNl, typename T>
 SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, float* bound, uint8_t* safe) {
+  // Locals, not members: a store through uint8_t* could alias the structs and force reloads.
   const int64_t cells = target.cells;
-  const double* anchors = target.anchors;
+  const double *anchor_w = target.anchors + 2 * cells, *anchor_h = target.anchors + 3 * cells;
+  const T *vis_w = target.loc_vis + 2 * cells, *vis_h = target.loc_vis + 3 * cells;
+  const T *nl_w = kNl ? target.loc_nl + 2 * cells : nullptr, *nl_h = kNl ? target.loc_nl + 3 * cells : nullptr;
+  const double* window = penalty.window;
+  const double window_influence = penalty.window_influence;
+  const Target<T> local = target;
 #pragma omp simd
   for (int64_t n = 0; n < cells; ++n) {
-    bound[n] = static_cast<float>(
-        windowed_score(1.0, target.template score<kNl>(n), penalty.window[n], penalty.window_influence));
-    const double anchor_w = anchors[2 * cells + n], anchor_h = anchors[3 * cells + n];
-    bool tame = sizes_are_tame(target.loc_vis[2 * cells + n], target.loc_vis[3 * cells + n], anchor_w, anchor_h);
-    if constexpr (kNl) {
-      tame = tame & sizes_are_tame(target.loc_nl[2 * cells + n], target.loc_nl[3 * cells + n], anchor_w, anchor_h);
-    }
+    bound[n] = static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
+    bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
+    if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
     safe[n] = tame;
   }
 }
 
 // The contract's best cell, evaluating the full penalty only where the bound allows a win.
 template <bool kNl, typename T>
-int64_t best_cell(const Target<T>& target, const Penalty& penalty, Scratch& scratch) {
+int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& workspace) {
   const int64_t cells = target.cells;
-  scratch.bound.resize(cells);
-  float* bound = scratch.bound.data();
+  workspace.bound.resize(cells);
+  float* bound = workspace.bound.data();
   const bool bounded = penalty.penalty_k > 0.0 && penalty.window_influence >= 0.0 &&
                        penalty.window_influence <= 1.0 && penalty.target_context_size > 0.0 &&
                        penalty.target_context_size < std::numeric_limits<double>::infinity() &&
@@ -269,8 +303,8 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Scratch& scra
     all_pscores<kNl>(target, penalty, bound);
     return first_best(bound, cells);
   }
-  scratch.safe.resize(cells);
-  uint8_t* safe = scratch.safe.data();
+  workspace.safe.resize(cells);
+  uint8_t* safe = workspace.safe.data();
   pscore_bounds<kNl>(target, penalty, bound, safe);
   // A reached pscore: the cell with the highest bound is a good guess of the winner.
   int64_t seed = 0;
@@ -289,6 +323,7 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Scratch& scra
   return best;
 }
 
+// One target's fused score [cells] and box [4, cells] maps.
 template <bool kNl, typename T>
 SNLT_VECTOR_TARGETS void fused_maps(const Target<T>& target, float* score, float* box) {
   const int64_t cells = target.cells;
@@ -303,19 +338,20 @@ SNLT_VECTOR_TARGETS void fused_maps(const Target<T>& target, float* score, float
   }
 }
 
-Scratch& thread_scratch() {
-  thread_local Scratch scratch;
-  return scratch;
+Workspace& thread_workspace() {
+  thread_local Workspace workspace;
+  return workspace;
 }
 
 }  // namespace
 
 template <typename T>
 void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, double alpha, AggregateOutputs out) {
+  HeadProbabilities& probabilities = thread_workspace().probabilities;
+  probabilities.compute(heads, geometry);
   const int64_t cells = geometry.cells();
-#pragma omp parallel for schedule(static) if (geometry.batch > 1)
   for (int64_t b = 0; b < geometry.batch; ++b) {
-    const Target<T> target(heads, anchors, cells, b, alpha, thread_scratch());
+    const Target<T> target(heads, anchors, probabilities, b, alpha);
     if (target.has_nl()) {
       fused_maps<true>(target, out.score + b * cells, out.box + b * 4 * cells);
     } else {
@@ -332,14 +368,15 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
 template <typename T>
 void track_cpu(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
                Geometry geometry, TrackParams params, int64_t* index, float* values) {
-  const int64_t cells = geometry.cells();
-#pragma omp parallel for schedule(static) if (geometry.batch > 1)
+  Workspace& workspace = thread_workspace();
+  HeadProbabilities& probabilities = workspace.probabilities;
+  probabilities.compute(heads, geometry);
   for (int64_t b = 0; b < geometry.batch; ++b) {
-    Scratch& scratch = thread_scratch();
-    const Target<T> target(heads, anchors, cells, b, params.alpha, scratch);
+    const Target<T> target(heads, anchors, probabilities, b, params.alpha);
     const Penalty penalty(window, target_size + 2 * b, params);
     const bool nl = target.has_nl();
-    const int64_t best = nl ? best_cell<true>(target, penalty, scratch) : best_cell<false>(target, penalty, scratch);
+    const int64_t best =
+        nl ? best_cell<true>(target, penalty, workspace) : best_cell<false>(target, penalty, workspace);
     const Box box = nl ? target.template box<true>(best) : target.template box<false>(best);
     const double score = nl ? target.template score<true>(best) : target.template score<false>(best);
     const double box_penalty = penalty.of(box);

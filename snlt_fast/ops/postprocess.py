@@ -329,7 +329,7 @@ def _check_target_size(target_size, batch, device):
     if tuple(sizes.shape) != (batch, 2):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
     if sizes.device.type == "cpu":
-        if not bool(torch.all(torch.isfinite(sizes) & (sizes > 0))):
+        if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
             raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     else:
         # Checking a device tensor on the host would stall the stream every frame: an
@@ -339,6 +339,13 @@ def _check_target_size(target_size, batch, device):
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def _calls_native_directly(backend):
+    """Eager calls of the C++/CUDA backends go straight to the native op that the custom
+    op wraps: the custom op's Python layer costs about as much as the whole C++ kernel
+    at tracking shapes. Under torch.compile the custom op (with its fake kernel) is used."""
+    return backend in ("cpu", "cuda") and not torch.compiler.is_compiling()
 
 
 def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 300, backend=None) -> Aggregation:
@@ -352,7 +359,11 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     alpha = _check_number("alpha", alpha)
     (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
     backend = _backends.resolve_backend(backend, cls_vis.device)
-    score, box, stats = _aggregate_op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha, backend)
+    args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
+    if _calls_native_directly(backend):
+        score, box, stats = _backends.native_ops().postprocess_aggregate(*args)
+    else:
+        score, box, stats = _aggregate_op(*args, backend)
     return Aggregation(score, box, *stats.unbind(dim=1))
 
 
@@ -389,9 +400,10 @@ def track_postprocess(
     window = _check_window(window, anchors)
     target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
     backend = _backends.resolve_backend(backend, cls_vis.device)
-    index, values = _track_op(
-        cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size,
-        alpha, penalty_k, window_influence, lr, lr_mode == "snlt", backend,
-    )  # fmt: skip
+    args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
+    if _calls_native_directly(backend):
+        index, values = _backends.native_ops().postprocess_track(*args, lr_mode == "snlt")
+    else:
+        index, values = _track_op(*args, lr_mode == "snlt", backend)
     box = values[:, 0:4]
     return TrackResult(index, box, *values[:, 4:].unbind(dim=1))
