@@ -3,10 +3,10 @@
 // xcorr_plan.h.
 //
 // How SIMD keeps the sequential order of each output:
-//   forward, grad search   each vector lane is its own output (consecutive columns of one
-//                          row) and adds its taps in order; the plane is first staged, in
-//                          the accumulator type, into a zero-padded buffer so that whole
-//                          vectors can be loaded past the last column;
+//   forward, grad search   each vector lane is its own output (consecutive positions of the
+//                          plane flattened row by row) and adds its taps in order; the plane
+//                          is first staged, in the accumulator type, into a buffer with zeros
+//                          around it, so that every tap loads whole vectors in bounds;
 //   grad kernel            each (c, i, j) is one long running sum, so the lanes are 16 (8 for
 //                          double) consecutive channels of a channels-last staging copy,
 //                          and several taps run side by side as independent chains.
@@ -67,48 +67,48 @@ SNLT_ALWAYS_INLINE void store(Acc* p, Vec<Acc, BYTES> v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// dst[y][x] = +0, then += src[y * src_stride + x + offsets[t]] * weights[t] for t in order,
-// for y < rows and x < chunks * lanes (dst rows are chunks * lanes long).
+// dst[n] = +0, then += src[n + offsets[t]] * weights[t] for t in order, for n < vectors * lanes.
+// Planes are flattened row by row: output (y, x) is n = y * row_stride + x, and positions
+// with x past the output row compute values that are thrown away.
 template <typename Acc>
 struct CorrelateJob {
   const Acc* src;
-  int64_t src_stride;
   const int64_t* offsets;
   const Acc* weights;
   int64_t taps;
-  int64_t rows;
-  int64_t chunks;
+  int64_t vectors;
   Acc* dst;
 };
 
-template <typename Acc, int BYTES, int ROWS, int CHUNKS>
-SNLT_ALWAYS_INLINE void correlate_tile(const CorrelateJob<Acc>& job, int64_t row, int64_t chunk) {
+template <typename Acc, int BYTES, int VECTORS>
+SNLT_ALWAYS_INLINE void correlate_tile(const CorrelateJob<Acc>& job, int64_t first) {
   constexpr int64_t L = kLanes<Acc, BYTES>;
-  Vec<Acc, BYTES> acc[ROWS][CHUNKS] = {};  // +0
-  const Acc* origin = job.src + row * job.src_stride + chunk * L;
+  Vec<Acc, BYTES> acc[VECTORS] = {};  // +0
+  const Acc* origin = job.src + first * L;
   for (int64_t t = 0; t < job.taps; ++t) {
     const Acc* tap = origin + job.offsets[t];
     const Acc weight = job.weights[t];
-    for (int r = 0; r < ROWS; ++r)
-      for (int q = 0; q < CHUNKS; ++q) acc[r][q] += load<Acc, BYTES>(tap + r * job.src_stride + q * L) * weight;
+    for (int v = 0; v < VECTORS; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
   }
-  const int64_t dst_stride = job.chunks * L;
-  for (int r = 0; r < ROWS; ++r)
-    for (int q = 0; q < CHUNKS; ++q) store<Acc, BYTES>(job.dst + (row + r) * dst_stride + (chunk + q) * L, acc[r][q]);
+  for (int v = 0; v < VECTORS; ++v) store<Acc, BYTES>(job.dst + (first + v) * L, acc[v]);
 }
 
-// Tiles of ROWS x CHUNKS vectors keep that many independent sums in registers.
-template <typename Acc, int BYTES, int ROWS, int CHUNKS>
-SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
-  const int64_t full_chunks = job.chunks / CHUNKS * CHUNKS;
-  const int64_t full_rows = job.rows / ROWS * ROWS;
-  for (int64_t chunk = 0; chunk < full_chunks; chunk += CHUNKS) {
-    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, BYTES, ROWS, CHUNKS>(job, row, chunk);
-    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, BYTES, 1, CHUNKS>(job, row, chunk);
+template <typename Acc, int BYTES, int VECTORS>
+SNLT_ALWAYS_INLINE void correlate_tile_of(int64_t vectors, const CorrelateJob<Acc>& job, int64_t first) {
+  if constexpr (VECTORS > 1) {
+    if (vectors < VECTORS) return correlate_tile_of<Acc, BYTES, VECTORS - 1>(vectors, job, first);
   }
-  for (int64_t chunk = full_chunks; chunk < job.chunks; ++chunk) {
-    for (int64_t row = 0; row < full_rows; row += ROWS) correlate_tile<Acc, BYTES, ROWS, 1>(job, row, chunk);
-    for (int64_t row = full_rows; row < job.rows; ++row) correlate_tile<Acc, BYTES, 1, 1>(job, row, chunk);
+  correlate_tile<Acc, BYTES, VECTORS>(job, first);
+}
+
+// Tiles of at most MAX_VECTORS independent sums, of near-equal sizes (46: 8+8+8+8+7+7).
+template <typename Acc, int BYTES, int MAX_VECTORS>
+SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
+  const int64_t tiles = (job.vectors + MAX_VECTORS - 1) / MAX_VECTORS;
+  for (int64_t tile = 0, first = 0; tile < tiles; ++tile) {
+    const int64_t size = (job.vectors - first + tiles - tile - 1) / (tiles - tile);
+    correlate_tile_of<Acc, BYTES, MAX_VECTORS>(size, job, first);
+    first += size;
   }
 }
 
@@ -166,8 +166,8 @@ SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
 // One copy per instruction set, each with vectors of its register width; tiles of 8
 // independent sums hide the latency of the adds.
 #define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)                                                            \
-  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 4, 2>(job); }   \
-  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 4, 2>(job); } \
+  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 8>(job); }   \
+  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 8>(job); } \
   TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, BYTES, 8>(job); }               \
   TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, BYTES, 8>(job); }
 
@@ -233,12 +233,11 @@ V* sized(std::vector<V>& buffer, int64_t size) {
   return buffer.data();
 }
 
-// dst (dst_rows x dst_stride, zeros elsewhere) receives the rows x cols plane at src
-// (strides row_stride, col_stride) at (row_offset, col_offset), in the accumulator type.
+// The rows x cols plane at src (strides row_stride, col_stride) into dst, in the
+// accumulator type, at (row_offset, col_offset) of rows dst_stride long.
 template <typename T, typename Acc>
 void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc* dst,
-                 int64_t dst_rows, int64_t dst_stride, int64_t row_offset, int64_t col_offset) {
-  std::fill(dst, dst + dst_rows * dst_stride, Acc(0));
+                 int64_t dst_stride, int64_t row_offset, int64_t col_offset) {
   for (int64_t y = 0; y < rows; ++y) {
     const T* from = src + y * row_stride;
     Acc* to = dst + (y + row_offset) * dst_stride + col_offset;
@@ -348,27 +347,31 @@ struct Planes {
     return weights;
   }
 
+  // The number of whole vectors that cover `positions` flat positions.
+  static int64_t vectors_for(int64_t positions) { return (positions + L - 1) / L; }
+
   static void forward(const Pair& p, int64_t b, int64_t c, const Simd& simd) {
-    const int64_t out_h = p.out_h(), out_w = p.out_w();
+    const int64_t out_h = p.out_h(), out_w = p.out_w(), kh = p.kernel_h, kw = p.kernel_w;
     const T* search = search_plane(p, b, c);
     const T* kernel = kernel_plane(p, b, c);
     T* out = static_cast<T*>(p.out) + (b * p.channels + c) * out_h * out_w;
-    if (p.kernel_h == 1 && p.kernel_w == 1) {
+    if (kh == 1 && kw == 1) {
       const Acc weight = static_cast<Acc>(kernel[0]);
       return scale_plane(search, p.search_stride[2], p.search_stride[3], out_h, out_w, weight, out);
     }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    const int64_t chunks = (out_w + L - 1) / L;
-    const int64_t stride = chunks * L + p.kernel_w - 1;  // whole vectors may be read past the last column
-    Acc* staged = sized(scratch.input, p.height * stride);
-    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged, p.height, stride, 0, 0);
-    const int64_t taps = p.kernel_h * p.kernel_w;
-    int64_t* offsets = sized(scratch.offsets, taps);
-    for (int64_t i = 0; i < p.kernel_h; ++i)
-      for (int64_t j = 0; j < p.kernel_w; ++j) offsets[i * p.kernel_w + j] = i * stride + j;
-    Acc* sums = sized(scratch.output, out_h * chunks * L);
-    simd.correlate({staged, stride, offsets, load_weights(p, kernel, scratch), taps, out_h, chunks, sums});
-    store_rounded(sums, chunks * L, out_h, out_w, out);
+    // The plane flattened with row stride width; the last vector may run past it into zeros.
+    const int64_t vectors = vectors_for((out_h - 1) * p.width + out_w);
+    const int64_t padding = vectors * L - ((out_h - 1) * p.width + out_w);
+    Acc* staged = sized(scratch.input, p.height * p.width + padding);
+    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged, p.width, 0, 0);
+    std::fill(staged + p.height * p.width, staged + p.height * p.width + padding, Acc(0));
+    int64_t* offsets = sized(scratch.offsets, kh * kw);
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = i * p.width + j;
+    Acc* sums = sized(scratch.output, vectors * L);
+    simd.correlate({staged, offsets, load_weights(p, kernel, scratch), kh * kw, vectors, sums});
+    store_rounded(sums, p.width, out_h, out_w, out);
   }
 
   static void grad_search(const Pair& p, int64_t b, int64_t c, const Simd& simd) {
@@ -381,22 +384,24 @@ struct Planes {
       return scale_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, weight, grad_search);
     }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    // grad_out staged with kh-1 zero rows above and below and kw-1 zero columns left:
-    // every tap then reads in bounds, and a tap that misses grad_out adds 0 * weight.
-    const int64_t chunks = (p.width + L - 1) / L;
-    const int64_t stride = chunks * L + kw - 1;
-    const int64_t staged_rows = out_h + 2 * (kh - 1);
-    Acc* staged = sized(scratch.input, staged_rows * stride);
-    stage_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, staged, staged_rows, stride, kh - 1, kw - 1);
+    // grad_out staged with kh-1 zero rows above and below and kw-1 zero columns on each
+    // side: every tap then reads in bounds, and a tap that misses grad_out adds 0 * weight.
+    const int64_t stride = p.width + kw - 1;
+    const int64_t staged_size = (p.height + kh - 1) * stride;
+    const int64_t vectors = vectors_for((p.height - 1) * stride + p.width);
+    const int64_t padding = vectors * L - ((p.height - 1) * stride + p.width);
+    Acc* staged = sized(scratch.input, staged_size + padding);
+    std::fill(staged, staged + staged_size + padding, Acc(0));
+    stage_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, staged, stride, kh - 1, kw - 1);
     const Acc* weights = load_weights(p, kernel, scratch);
-    Acc* sums = sized(scratch.output, p.height * chunks * L);
+    Acc* sums = sized(scratch.output, vectors * L);
     // Adding 0 * weight leaves the sum as it is (the sum starts at +0, so it is never -0),
     // unless the weight is inf or NaN: such a plane takes the bounds-checked path.
     if (std::all_of(weights, weights + kh * kw, [](Acc w) { return std::isfinite(w); })) {
       int64_t* offsets = sized(scratch.offsets, kh * kw);
       for (int64_t i = 0; i < kh; ++i)
         for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * stride + (kw - 1 - j);
-      simd.correlate({staged, stride, offsets, weights, kh * kw, p.height, chunks, sums});
+      simd.correlate({staged, offsets, weights, kh * kw, vectors, sums});
     } else {
       for (int64_t y = 0; y < p.height; ++y) {
         for (int64_t x = 0; x < p.width; ++x) {
@@ -404,11 +409,11 @@ struct Planes {
           for (int64_t i = std::max<int64_t>(0, y - out_h + 1); i <= std::min(y, kh - 1); ++i)
             for (int64_t j = std::max<int64_t>(0, x - out_w + 1); j <= std::min(x, kw - 1); ++j)
               sum += staged[(y - i + kh - 1) * stride + (x - j + kw - 1)] * weights[i * kw + j];
-          sums[y * chunks * L + x] = sum;
+          sums[y * stride + x] = sum;
         }
       }
     }
-    store_rounded(sums, chunks * L, p.height, p.width, grad_search);
+    store_rounded(sums, stride, p.height, p.width, grad_search);
   }
 
   // grad_kernel[kb, c0 : c0 + lanes, :, :]
