@@ -408,6 +408,20 @@ def test_invalid_target_size_on_the_gpu_gives_nan():
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_compiles_without_graph_breaks(backend):
+    inputs = make_inputs(19, batch=2, anchor_num=2, height=3, width=4)
+
+    def step(inputs):
+        return snlt_fast.track_postprocess(**inputs, backend=backend), snlt_fast.dynamic_aggregate(
+            **aggregate_args(inputs), backend=backend
+        )
+
+    compiled = torch.compile(step, backend="eager", fullgraph=True)
+    for actual, expected in zip(compiled(inputs), step(inputs)):
+        assert_results_equal(actual, expected)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_custom_ops_pass_opcheck(backend):
     from snlt_fast.ops import postprocess
 

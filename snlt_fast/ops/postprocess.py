@@ -328,12 +328,13 @@ def _check_target_size(target_size, batch, device):
         sizes = sizes.expand(batch, 2)
     if tuple(sizes.shape) != (batch, 2):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
-    if sizes.device.type == "cpu":
+    if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
         if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
             raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     else:
-        # Checking a device tensor on the host would stall the stream every frame: an
-        # invalid size becomes NaN instead, which makes every score of that target NaN.
+        # Reading a device tensor on the host would stall the stream every frame (and
+        # break a compiled graph): an invalid size becomes NaN instead, which makes
+        # every score of that target NaN.
         sizes = torch.where(torch.isfinite(sizes) & (sizes > 0), sizes, math.nan)
     return sizes.to(device).contiguous()
 
