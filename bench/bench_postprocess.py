@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import snlt_fast
+from bench.bench_xcorr import synchronized
 from snlt_fast import available_backends
 from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track_postprocess_numpy
 
@@ -46,18 +47,6 @@ def make_inputs(scales, size, batch, nl, device):
         "window": snlt_fast.hanning_window(size, anchor_num, device=device),
         "target_size": (torch.rand((batch, 2), generator=generator, dtype=torch.float64) * 80 + 20).to(device),
     }
-
-
-def synchronized(fn, device):
-    if device != "cuda":
-        return fn
-
-    def run():
-        result = fn()
-        torch.cuda.synchronize()
-        return result
-
-    return run
 
 
 def host_arrays(inputs):

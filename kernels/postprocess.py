@@ -48,7 +48,7 @@ def _div(x, y, INTERPRETED: tl.constexpr):
     if INTERPRETED:
         return x / y
     else:
-        return libdevice.div_rn(x, y)
+        return libdevice.div_rn(tl.cast(x, tl.float64), y)  # x may be the literal 1.0
 
 
 @triton.jit
@@ -97,9 +97,10 @@ def _weights(cls_vis, cls_nl, cells, alpha, HAS_NL: tl.constexpr, LANES: tl.cons
         w_vis = _div(1.0, 1.0 + _exp(gap, INTERPRETED), INTERPRETED)
         w_nl = _div(1.0, 1.0 + _exp(-gap, INTERPRETED), INTERPRETED)
     else:
-        h_nl = float("nan")
-        w_vis = 1.0
-        w_nl = 0.0
+        # float64 scalars, as in the other branch (a bare Python float would compile to float32).
+        h_nl = tl.full([], float("nan"), tl.float64)
+        w_vis = tl.full([], 1.0, tl.float64)
+        w_nl = tl.full([], 0.0, tl.float64)
     return w_vis, w_nl, h_vis, h_nl
 
 
