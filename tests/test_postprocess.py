@@ -226,6 +226,15 @@ def test_visual_head_only(backend, device):
     assert_same_bits(aggregation.h_vis, result.h_vis)
 
 
+@pytest.mark.parametrize("backend, device", all_backends())
+def test_no_targets(backend, device):
+    inputs = make_inputs(9, batch=0, device=device)
+    result = snlt_fast.track_postprocess(**inputs, backend=backend)
+    assert result.index.shape == (0,) and result.box.shape == (0, 4) and result.lr.shape == (0,)
+    aggregation = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend=backend)
+    assert aggregation.score.shape == (0, 3, 5, 5) and aggregation.box.shape == (0, 4, 3, 5, 5)
+
+
 def test_batch_targets_are_independent():
     inputs = make_inputs(8, batch=3, anchor_num=5, height=9, width=9)
     whole = snlt_fast.track_postprocess(**inputs, backend="cpu")

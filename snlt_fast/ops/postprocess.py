@@ -79,9 +79,10 @@ def lane_tree_sum(terms: Tensor) -> Tensor:
     """Sum of terms [B, N] over N in the contract's fixed order (see the module docstring)."""
     batch, count = terms.shape
     # Padding cells add +0, which leaves a partial sum unchanged (partials are never -0).
-    lanes = torch.nn.functional.pad(terms, (0, (-count) % ENTROPY_LANES)).reshape(batch, -1, ENTROPY_LANES)
+    steps = -(-count // ENTROPY_LANES)
+    lanes = torch.nn.functional.pad(terms, (0, steps * ENTROPY_LANES - count)).reshape(batch, steps, ENTROPY_LANES)
     partial = terms.new_zeros((batch, ENTROPY_LANES))
-    for step in range(lanes.shape[1]):
+    for step in range(steps):
         partial = partial + lanes[:, step]
     width = ENTROPY_LANES // 2
     while width:
@@ -95,7 +96,7 @@ def _head_reference(cls: Tensor, loc: Tensor, anchors: Tensor):
     anchor_num = cls.shape[1] // 2
     p = 1.0 / (1.0 + torch.exp(cls[:, :anchor_num] - cls[:, anchor_num:]))
     terms = torch.where(p == 0, 0.0, p * torch.log(p))
-    entropy = -lane_tree_sum(terms.reshape(p.shape[0], -1))
+    entropy = -lane_tree_sum(terms.flatten(1))
     deltas = loc.reshape(loc.shape[0], 4, anchor_num, *loc.shape[2:])
     xa, ya, wa, ha = anchors
     box = torch.stack(
@@ -163,11 +164,11 @@ def track_postprocess_reference(
     ratio_change = _change((target_w / target_h) / (w / h))
     penalty = torch.exp((1.0 - ratio_change * scale_change) * penalty_k)
     pscore = penalty * score * (1.0 - window_influence) + window.to(f64) * window_influence
-    index = first_argmax(pscore.reshape(batch, -1).float())
+    index = first_argmax(pscore.flatten(1).float())
     rows = torch.arange(batch, device=score.device)
-    at_best = lambda cells: cells.reshape(batch, -1)[rows, index]  # noqa: E731
+    at_best = lambda cells: cells.flatten(1)[rows, index]  # noqa: E731
     best_lr = at_best(pscore) * lr if lr_from_pscore else at_best(penalty) * at_best(score) * lr
-    best_box = box.reshape(batch, 4, -1)[rows, :, index]
+    best_box = box.flatten(2)[rows, :, index]
     values = torch.cat(
         (best_box, torch.stack((at_best(score), at_best(pscore), best_lr, w_vis, w_nl, h_vis, h_nl), dim=1)), dim=1
     )
