@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 // 64-byte vectors passed by value between always-inline helpers: no ABI is involved.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -163,13 +164,69 @@ SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
   }
 }
 
+// Channels-last staging of a full group of lanes channels (contiguous rows, element type
+// = accumulator type): dst[y][x][lane] = src[lane * channel_stride + y * row_stride + x].
+template <typename Acc>
+struct TransposeJob {
+  const Acc* src;
+  int64_t channel_stride, row_stride, rows, cols;
+  Acc* dst;
+};
+
+template <typename Acc>
+struct IndexOf {
+  using type = int32_t;
+};
+template <>
+struct IndexOf<double> {
+  using type = int64_t;
+};
+
+// One stage of an in-register transpose of lanes x lanes values: rows r and r + H swap
+// their off-diagonal H x H blocks; stages H = lanes / 2, ..., 1 transpose the whole block.
+template <typename Acc, int BYTES, int H>
+SNLT_ALWAYS_INLINE void transpose_stages(Vec<Acc, BYTES>* rows) {
+  constexpr int N = kLanes<Acc, BYTES>;
+  typename VectorOf<typename IndexOf<Acc>::type, BYTES>::type low, high;
+  for (int c = 0; c < N; ++c) {
+    low[c] = (c & H) ? N + c - H : c;  // indices >= N pick from the second vector
+    high[c] = (c & H) ? N + c : c + H;
+  }
+  for (int r = 0; r < N; ++r) {
+    if (r & H) continue;
+    const Vec<Acc, BYTES> a = rows[r], b = rows[r + H];
+    rows[r] = __builtin_shuffle(a, b, low);
+    rows[r + H] = __builtin_shuffle(a, b, high);
+  }
+  if constexpr (H > 1) transpose_stages<Acc, BYTES, H / 2>(rows);
+}
+
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void transpose_to_channels_last(const TransposeJob<Acc>& job) {
+  constexpr int64_t N = kLanes<Acc, BYTES>;
+  for (int64_t y = 0; y < job.rows; ++y) {
+    const Acc* src = job.src + y * job.row_stride;
+    Acc* dst = job.dst + y * job.cols * N;
+    // Blocks of N columns; the last one overlaps the one before (rewriting equal values).
+    for (int64_t x = 0; x < job.cols; x += N) {
+      const int64_t x0 = std::min(x, job.cols - N);
+      Vec<Acc, BYTES> block[N];
+      for (int64_t lane = 0; lane < N; ++lane) block[lane] = load<Acc, BYTES>(src + lane * job.channel_stride + x0);
+      transpose_stages<Acc, BYTES, N / 2>(block);
+      for (int64_t k = 0; k < N; ++k) store<Acc, BYTES>(dst + (x0 + k) * N, block[k]);
+    }
+  }
+}
+
 // One copy per instruction set, each with vectors of its register width; tiles of 8
 // independent sums hide the latency of the adds.
-#define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)                                                            \
-  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 8>(job); }   \
-  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 8>(job); } \
-  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, BYTES, 8>(job); }               \
-  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, BYTES, 8>(job); }
+#define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)                                                                     \
+  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 8>(job); }            \
+  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 8>(job); }          \
+  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, BYTES, 8>(job); }                        \
+  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, BYTES, 8>(job); }                      \
+  TARGET void transpose_##NAME(const TransposeJob<float>& job) { transpose_to_channels_last<float, BYTES>(job); } \
+  TARGET void transpose_##NAME(const TransposeJob<double>& job) { transpose_to_channels_last<double, BYTES>(job); }
 
 SNLT_SIMD_VARIANT(avx512, __attribute__((target("avx512f"))), 64)
 SNLT_SIMD_VARIANT(avx2, __attribute__((target("avx2"))), 32)
@@ -181,6 +238,7 @@ struct SimdKernels {
   static constexpr int bytes = BYTES;
   void (*correlate)(const CorrelateJob<Acc>&);
   void (*chains)(const ChainJob<Acc>&);
+  void (*transpose)(const TransposeJob<Acc>&);
 };
 
 enum class Isa { Generic, Avx2, Avx512 };
@@ -204,11 +262,11 @@ template <typename Acc, typename Fn>
 void with_simd_kernels(const Fn& fn) {
   switch (chosen_isa()) {
     case Isa::Avx512:
-      return fn(SimdKernels<Acc, 64>{correlate_avx512, chains_avx512});
+      return fn(SimdKernels<Acc, 64>{correlate_avx512, chains_avx512, transpose_avx512});
     case Isa::Avx2:
-      return fn(SimdKernels<Acc, 32>{correlate_avx2, chains_avx2});
+      return fn(SimdKernels<Acc, 32>{correlate_avx2, chains_avx2, transpose_avx2});
     case Isa::Generic:
-      return fn(SimdKernels<Acc, 16>{correlate_generic, chains_generic});
+      return fn(SimdKernels<Acc, 16>{correlate_generic, chains_generic, transpose_generic});
   }
 }
 
@@ -253,7 +311,7 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
 // the other lanes are zero. Row by row, so that the destination row stays in L1 while
 // every lane writes into it.
 template <int64_t L, typename T, typename Acc>
-void stage_channels_last(const T* src, const int64_t* stride /* c, y, x */, int64_t count, int64_t rows,
+void stage_channels_last_elementwise(const T* src, const int64_t* stride /* c, y, x */, int64_t count, int64_t rows,
                          int64_t cols, Acc* dst) {
   if (count < L) std::fill(dst, dst + rows * cols * L, Acc(0));
   for (int64_t y = 0; y < rows; ++y) {
@@ -416,6 +474,16 @@ struct Planes {
     store_rounded(sums, stride, p.height, p.width, grad_search);
   }
 
+  // Full groups of channels with contiguous rows, already in the accumulator type, go
+  // through the in-register transpose; the others element by element.
+  static void stage_channels_last(const Pair& p, const T* src, const int64_t* stride /* c, y, x */, int64_t count,
+                                  int64_t rows, int64_t cols, Acc* dst, const Simd& simd) {
+    if constexpr (std::is_same_v<T, Acc>) {
+      if (count == L && stride[2] == 1 && cols >= L) return simd.transpose({src, stride[0], stride[1], rows, cols, dst});
+    }
+    stage_channels_last_elementwise<L>(src, stride, count, rows, cols, dst);
+  }
+
   // grad_kernel[kb, c0 : c0 + lanes, :, :]
   static void grad_kernel(const Pair& p, int64_t kernel_b, int64_t c0, const Simd& simd) {
     const int64_t out_h = p.out_h(), out_w = p.out_w(), taps = p.kernel_h * p.kernel_w;
@@ -431,8 +499,8 @@ struct Planes {
     const int64_t first_b = p.kernel_shared ? 0 : kernel_b;
     const int64_t end_b = p.kernel_shared ? p.batch : kernel_b + 1;
     for (int64_t b = first_b; b < end_b; ++b) {
-      stage_channels_last<L>(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search);
-      stage_channels_last<L>(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad);
+      stage_channels_last(p, search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search, simd);
+      stage_channels_last(p, grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, simd);
       simd.chains({grad, search, out_h, out_w, p.width, offsets, taps, sums});
     }
     T* out = static_cast<T*>(p.grad_kernel) + (kernel_b * p.channels + c0) * taps;
