@@ -247,6 +247,8 @@ def _check_tensor(name, value):
 
 
 def _check_number(name, value):
+    if type(value) is float and math.isfinite(value):  # the common case, without the ABC check below
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite real number, got {value!r}")
     return float(value)
@@ -298,8 +300,15 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
         raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
     # Half types convert to float32 exactly, so the kernels read float32 or float64 only.
     kernel_dtype = torch.float64 if cls_vis.dtype == torch.float64 else torch.float32
-    prepared = [None if v is None else v.to(kernel_dtype).contiguous() for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
-    return prepared, anchors.to(torch.float64).contiguous()
+    prepared = [None if v is None else _as_kernel_input(v, kernel_dtype) for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
+    return prepared, _as_kernel_input(anchors, torch.float64)
+
+
+def _as_kernel_input(tensor, dtype):
+    """`tensor` in `dtype`, contiguous; itself when it already is (the per-frame case)."""
+    if tensor.dtype == dtype and tensor.is_contiguous():
+        return tensor
+    return tensor.to(dtype).contiguous()
 
 
 def _check_window(window, anchors):
@@ -309,7 +318,7 @@ def _check_window(window, anchors):
         raise ValueError(
             f"window must be [A, H, W] = {tuple(anchors.shape[1:])} to match the anchors, got {tuple(window.shape)}"
         )
-    return window.to(torch.float64).contiguous()
+    return _as_kernel_input(window, torch.float64)
 
 
 def _check_target_size(target_size, batch, device):
