@@ -140,6 +140,11 @@ def _change(ratio, INTERPRETED: tl.constexpr):
 
 
 @triton.jit
+def _valid_size(size):
+    return tl.where((size > 0.0) & (size < float("inf")), size, float("nan"))
+
+
+@triton.jit
 def _size_with_context(w, h, INTERPRETED: tl.constexpr):
     pad = (w + h) * 0.5
     return _sqrt((w + pad) * (h + pad), INTERPRETED)
@@ -196,8 +201,8 @@ def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size
     window_influence = _float64(window_influence_bits)
     w_vis, w_nl, h_vis, h_nl = _weights(cls_vis, cls_nl, cells, _float64(alpha_bits), HAS_NL, LANES, LOG2_LANES,
                                         INTERPRETED)
-    target_w = tl.load(target_size + 2 * b)
-    target_h = tl.load(target_size + 2 * b + 1)
+    target_w = _valid_size(tl.load(target_size + 2 * b))
+    target_h = _valid_size(tl.load(target_size + 2 * b + 1))
     target_context_size = _size_with_context(target_w, target_h, INTERPRETED)
     target_ratio = _div(target_w, target_h, INTERPRETED)
     # Per lane: its first NaN cell, and its first best cell (lanes see their cells in order).

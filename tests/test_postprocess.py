@@ -403,6 +403,22 @@ def test_native_ops_refuse_what_they_would_misread():
         native.postprocess_track(*args[:5], args[5][:1], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
 
 
+@pytest.mark.parametrize("backend, device", all_backends())
+def test_unchecked_invalid_target_size_gives_nan(backend, device):
+    """The kernels' own rule, for sizes no host check saw (device tensors, compiled graphs)."""
+    from snlt_fast.ops import postprocess
+
+    inputs = make_inputs(20, batch=3, device=device)
+    inputs["target_size"][1, 0] = -3.0
+    inputs["target_size"][2, 1] = math.inf
+    args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
+    index, values = postprocess._track_op(*args, 1 / 300, 0.04, 0.44, 0.4, True, backend)
+    assert index.tolist()[1:] == [0, 0]
+    pscore_and_lr = [5, 6]  # columns of TRACK_FIELDS; the box and score of cell 0 stay numbers
+    assert not values[0].isnan().any() and values[1:, pscore_and_lr].isnan().all()
+    assert not values[1:, :5].isnan().any()
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 def test_invalid_target_size_on_the_gpu_gives_nan():
     """On a device a size check would stall the stream: an invalid size yields NaN instead."""

@@ -225,8 +225,8 @@ struct Penalty {
 
   Penalty(const double* window_, const double* target_size, const TrackParams& params)
       : window(window_),
-        target_context_size(size_with_context(target_size[0], target_size[1])),
-        target_ratio(target_size[0] / target_size[1]),
+        target_context_size(size_with_context(valid_size(target_size[0]), valid_size(target_size[1]))),
+        target_ratio(valid_size(target_size[0]) / valid_size(target_size[1])),
         penalty_k(params.penalty_k),
         window_influence(params.window_influence) {}
 

@@ -116,7 +116,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int64_t lane_cells[kThreads];
   const int64_t cells = geometry.cells();
   const Target<T> target = block_target(heads, anchors, cells, params.alpha, lanes);
-  const double target_w = target_size[2 * blockIdx.x], target_h = target_size[2 * blockIdx.x + 1];
+  const double target_w = valid_size(target_size[2 * blockIdx.x]);
+  const double target_h = valid_size(target_size[2 * blockIdx.x + 1]);
   const double target_context_size = size_with_context(target_w, target_h);
   const double target_ratio = target_w / target_h;
   // Each thread's best cell, then the block's under the same total order.

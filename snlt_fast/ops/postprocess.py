@@ -19,6 +19,8 @@ at the outputs; no fused multiply-add; products and sums in the order written):
   box_head = (dx*wa + xa, dy*ha + ya, exp(dw)*wa, exp(dh)*ha)
   score    = w_vis*p_vis + w_nl*p_nl;  box = w_vis*box_vis + w_nl*box_nl
              (no NL head: w_vis = 1, w_nl = 0, H_nl = NaN, score = p_vis, box = box_vis)
+  tw, th   = the target size, each replaced by NaN unless positive and finite (so that a
+             size left unchecked on a device makes every score of its target NaN)
   sz(w, h) = sqrt((w + pad) * (h + pad)) with pad = (w + h) * 0.5
   change(r)= r if r > 1/r else 1/r   (NaN stays NaN)
   s_c      = change(sz(w, h) / sz(tw, th));  r_c = change((tw / th) / (w / h))
@@ -158,7 +160,9 @@ def track_postprocess_reference(
     f64 = torch.float64
     score, box, w_vis, w_nl, h_vis, h_nl = _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
     batch = score.shape[0]
-    target_w, target_h = (target_size.to(f64)[:, k, None, None, None] for k in range(2))
+    sizes = target_size.to(f64)
+    sizes = torch.where(torch.isfinite(sizes) & (sizes > 0), sizes, math.nan)
+    target_w, target_h = (sizes[:, k, None, None, None] for k in range(2))
     w, h = box[:, 2], box[:, 3]
     scale_change = _change(_size_with_context(w, h) / _size_with_context(target_w, target_h))
     ratio_change = _change((target_w / target_h) / (w / h))
@@ -338,15 +342,12 @@ def _check_target_size(target_size, batch, device):
         sizes = sizes.expand(batch, 2)
     if tuple(sizes.shape) != (batch, 2):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
+    # Reading a device tensor on the host would stall the stream every frame (and break
+    # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
     if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
         if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
             raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
-    else:
-        # Reading a device tensor on the host would stall the stream every frame (and
-        # break a compiled graph): an invalid size becomes NaN instead, which makes
-        # every score of that target NaN.
-        sizes = torch.where(torch.isfinite(sizes) & (sizes > 0), sizes, math.nan)
-    return sizes.to(device).contiguous()
+    return _as_kernel_input(sizes.to(device), torch.float64)
 
 
 # --------------------------------------------------------------------------- public API
