@@ -7,10 +7,6 @@
 #include <limits>
 #include <vector>
 
-// sqrt then compiles to the instruction alone: with errno to set for negative input it
-// would branch to libm, and branches keep loops from vectorizing. Nothing here reads errno.
-#pragma GCC optimize("no-math-errno")
-
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
 
@@ -241,9 +237,10 @@ struct Penalty {
   }
 };
 
+// Every cell's float32 pscore: the path for parameters where the bound does not hold.
+// (Scalar code: sqrt may set errno, and that branch keeps GCC from vectorizing it.)
 template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void all_pscores(const Target<T>& target, const Penalty& penalty, float* pscore) {
-#pragma omp simd
+void all_pscores(const Target<T>& target, const Penalty& penalty, float* pscore) {
   for (int64_t n = 0; n < target.cells; ++n) pscore[n] = penalty.pscore<kNl>(target, n);
 }
 
