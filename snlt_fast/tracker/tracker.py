@@ -172,7 +172,8 @@ class SNLTracker:
         exemplar = self.model.exemplar_size
         instance = config.lost_instance_size if lost else self.model.instance_size
         template_side = self._template_side(self._sizes)
-        scale = exemplar / template_side
+        # As pysot divides: `exemplar / tensor` would multiply by a rounded reciprocal.
+        scale = template_side.new_tensor(float(exemplar)) / template_side
         search_sizes = torch.round(template_side * (instance / exemplar))
         crops = crop_and_resize(frame, self._centers, search_sizes, instance, self._fill)
         with self._model_backend():
