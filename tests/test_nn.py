@@ -259,3 +259,34 @@ def test_feature_count_mismatch_is_a_clear_error():
     visual = MultiSNLRPN(1, (3, 3, 3), language=False)
     with pytest.raises(ValueError, match="no language branch"):
         visual.template(z, language)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_every_dtype_fast_equals_reference(backend, dtype):
+    head = random_head(MultiSNLRPN, 2, (3, 3, 3), seed=7).to(dtype)
+    z, x, language = (
+        [t.to(dtype) for t in group] for group in level_inputs(2, 3, 5, 10, 3, seed=7)
+    )
+    with torch.no_grad():
+        try:
+            with using_backend(head, "reference"):
+                reference = head(z, x, language)
+        except RuntimeError as error:  # e.g. a CPU convolution torch lacks for this dtype
+            pytest.skip(f"torch cannot run the head's convolutions in {dtype} here: {error}")
+        with using_backend(head, backend):
+            fast = head(z, x, language)
+    assert all(output.dtype == dtype for output in fast.values())
+    assert_equal_outputs(fast, reference)
+
+
+def test_gradcheck_through_the_head_in_float64():
+    head = random_head(SNLRPN, 1, 2, 2, nl_kernel_size=3, seed=8).double()
+    z, x, language = (
+        [t.double().requires_grad_() for t in group] for group in level_inputs(1, 2, 5, 7, 1, seed=8)
+    )
+
+    def outputs(z_f, x_f, language_kernel):
+        return tuple(head(z_f, x_f, language_kernel).values())
+
+    assert torch.autograd.gradcheck(outputs, (z[0], x[0], language[0]))
