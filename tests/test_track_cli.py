@@ -150,6 +150,7 @@ def test_other_user_errors(folder, tmp_path, capsys):
     if not torch.cuda.is_available():
         _fails_with(capsys, "no CUDA GPU", folder, "--box", BOX, "--random-weights", "--device", "cuda")
     _fails_with(capsys, "--device must be", folder, "--box", BOX, "--random-weights", "--device", "tpu")
+    _fails_with(capsys, "--backend cuda", folder, "--box", BOX, "--random-weights", "--backend", "cuda")
     targets = tmp_path / "targets.json"
     targets.write_text("[{")
     _fails_with(capsys, "not valid JSON", folder, "--targets", targets, "--random-weights")

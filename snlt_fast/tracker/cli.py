@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from snlt_fast._backends import BACKENDS
+from snlt_fast._backends import BACKENDS, resolve_backend
 from snlt_fast.cli import CommandError
 from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
 
@@ -189,6 +189,11 @@ def run(args):
     device = _device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise CommandError("--cuda-graph needs --device cuda")
+    if args.backend is not None:
+        try:
+            resolve_backend(args.backend, device)
+        except ValueError as error:
+            raise CommandError(f"--backend {args.backend}: {_one_line(error)}") from None
     try:
         source = open_source(args.source)
     except SourceError as error:
