@@ -1,15 +1,20 @@
-// Depth-wise cross-correlation on the CPU: every (pair, batch, channel) plane of every
-// pair in one at::parallel_for, SIMD inside each plane, exact order of the contract in
+// Depth-wise cross-correlation on the CPU: all work items of all pairs in one
+// at::parallel_for, SIMD inside each item, in the exact order of the contract in
 // xcorr_plan.h.
 //
 // How SIMD keeps the sequential order of each output:
-//   forward, grad search   each vector lane is its own output (consecutive positions of the
-//                          plane flattened row by row) and adds its taps in order; the plane
-//                          is first staged, in the accumulator type, into a buffer with zeros
-//                          around it, so that every tap loads whole vectors in bounds;
-//   grad kernel            each (c, i, j) is one long running sum, so the lanes are 16 (8 for
-//                          double) consecutive channels of a channels-last staging copy,
-//                          and several taps run side by side as independent chains.
+//   forward        work item = one (batch, channel) plane; each vector lane is its own
+//                  output (consecutive positions of the plane flattened row by row) and
+//                  adds its taps in order; the plane is first staged, in the accumulator
+//                  type, into a buffer with zeros after it, so that every tap loads whole
+//                  vectors in bounds;
+//   backward       work item = 16 (8 for double) consecutive channels, staged
+//                  channels-last by an in-register transpose, so that a vector's lanes are
+//                  those channels; grad_out is read once for both gradients:
+//     grad search  each lane is its own output; grad_out is staged with a zero border,
+//                  so that a tap that misses it adds 0 * weight (the sum is unchanged);
+//     grad kernel  each (c, i, j) is one long running sum over the batch and the
+//                  positions; several taps run side by side as independent chains.
 // The vector code is written once with GCC vector extensions and compiled for AVX-512,
 // AVX2 and baseline x86-64, picked at run time (SNLT_FAST_XCORR_ISA=avx2|generic forces
 // a lower one, for testing).
@@ -68,9 +73,32 @@ SNLT_ALWAYS_INLINE void store(Acc* p, Vec<Acc, BYTES> v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// dst[n] = +0, then += src[n + offsets[t]] * weights[t] for t in order, for n < vectors * lanes.
-// Planes are flattened row by row: output (y, x) is n = y * row_stride + x, and positions
-// with x past the output row compute values that are thrown away.
+// tile.run<N>(first) with N = size, a compile-time constant up to MAX, so that the
+// tile's N independent sums stay in registers.
+template <int MAX, typename Tile>
+SNLT_ALWAYS_INLINE void run_tile(int64_t size, const Tile& tile, int64_t first) {
+  if constexpr (MAX > 1) {
+    if (size < MAX) return run_tile<MAX - 1>(size, tile, first);
+  }
+  tile.template run<MAX>(first);
+}
+
+// Covers [0, count) with ceil(count / MAX) consecutive tiles of near-equal sizes
+// (46: 8+8+8+8+7+7), none so small that the latency of its adds goes unhidden.
+template <int MAX, typename Tile>
+SNLT_ALWAYS_INLINE void balanced_tiles(int64_t count, const Tile& tile) {
+  const int64_t tiles = (count + MAX - 1) / MAX;
+  for (int64_t index = 0, first = 0; index < tiles; ++index) {
+    const int64_t size = (count - first + tiles - index - 1) / (tiles - index);
+    run_tile<MAX>(size, tile, first);
+    first += size;
+  }
+}
+
+constexpr int kTileSums = 8;  // independent sums per tile: enough to keep both FP ports busy
+
+// Forward over a flattened plane: dst[n] = +0, then += src[n + offsets[t]] * weights[t]
+// for t in order, for n < vectors * lanes.
 template <typename Acc>
 struct CorrelateJob {
   const Acc* src;
@@ -81,96 +109,116 @@ struct CorrelateJob {
   Acc* dst;
 };
 
-template <typename Acc, int BYTES, int VECTORS>
-SNLT_ALWAYS_INLINE void correlate_tile(const CorrelateJob<Acc>& job, int64_t first) {
-  constexpr int64_t L = kLanes<Acc, BYTES>;
-  Vec<Acc, BYTES> acc[VECTORS] = {};  // +0
-  const Acc* origin = job.src + first * L;
-  for (int64_t t = 0; t < job.taps; ++t) {
-    const Acc* tap = origin + job.offsets[t];
-    const Acc weight = job.weights[t];
-    for (int v = 0; v < VECTORS; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
+template <typename Acc, int BYTES>
+struct FlatTile {
+  const CorrelateJob<Acc>& job;
+  template <int N>
+  SNLT_ALWAYS_INLINE void run(int64_t first) const {
+    constexpr int64_t L = kLanes<Acc, BYTES>;
+    Vec<Acc, BYTES> acc[N] = {};  // +0
+    const Acc* origin = job.src + first * L;
+    for (int64_t t = 0; t < job.taps; ++t) {
+      const Acc* tap = origin + job.offsets[t];
+      const Acc weight = job.weights[t];
+      for (int v = 0; v < N; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
+    }
+    for (int v = 0; v < N; ++v) store<Acc, BYTES>(job.dst + (first + v) * L, acc[v]);
   }
-  for (int v = 0; v < VECTORS; ++v) store<Acc, BYTES>(job.dst + (first + v) * L, acc[v]);
-}
+};
 
-template <typename Acc, int BYTES, int VECTORS>
-SNLT_ALWAYS_INLINE void correlate_tile_of(int64_t vectors, const CorrelateJob<Acc>& job, int64_t first) {
-  if constexpr (VECTORS > 1) {
-    if (vectors < VECTORS) return correlate_tile_of<Acc, BYTES, VECTORS - 1>(vectors, job, first);
-  }
-  correlate_tile<Acc, BYTES, VECTORS>(job, first);
-}
-
-// Tiles of at most MAX_VECTORS independent sums, of near-equal sizes (46: 8+8+8+8+7+7).
-template <typename Acc, int BYTES, int MAX_VECTORS>
+template <typename Acc, int BYTES>
 SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
-  const int64_t tiles = (job.vectors + MAX_VECTORS - 1) / MAX_VECTORS;
-  for (int64_t tile = 0, first = 0; tile < tiles; ++tile) {
-    const int64_t size = (job.vectors - first + tiles - tile - 1) / (tiles - tile);
-    correlate_tile_of<Acc, BYTES, MAX_VECTORS>(size, job, first);
-    first += size;
-  }
+  balanced_tiles<kTileSums>(job.vectors, FlatTile<Acc, BYTES>{job});
 }
 
-// Channels-last planes (lanes = channels): for taps t < taps, the running sums
+// Grad search over channels-last rows (lanes = channels): dst[y][x] = +0, then
+// += src[y * src_row_stride + x * lanes + offsets[t]] * weights[t] (one weight per lane)
+// for t in order, for y < rows and x < cols.
+template <typename Acc>
+struct LaneCorrelateJob {
+  const Acc* src;
+  int64_t src_row_stride;
+  const int64_t* offsets;
+  const Acc* weights;  // [taps][lanes]
+  int64_t taps, rows, cols;
+  Acc* dst;  // [rows][cols][lanes]
+};
+
+template <typename Acc, int BYTES>
+struct LaneTile {
+  const LaneCorrelateJob<Acc>& job;
+  int64_t row;
+  template <int N>
+  SNLT_ALWAYS_INLINE void run(int64_t first) const {
+    constexpr int64_t L = kLanes<Acc, BYTES>;
+    Vec<Acc, BYTES> acc[N] = {};  // +0
+    const Acc* origin = job.src + row * job.src_row_stride + first * L;
+    for (int64_t t = 0; t < job.taps; ++t) {
+      const Acc* tap = origin + job.offsets[t];
+      const Vec<Acc, BYTES> weight = load<Acc, BYTES>(job.weights + t * L);
+      for (int v = 0; v < N; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
+    }
+    for (int v = 0; v < N; ++v) store<Acc, BYTES>(job.dst + (row * job.cols + first + v) * L, acc[v]);
+  }
+};
+
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void correlate_lanes(const LaneCorrelateJob<Acc>& job) {
+  for (int64_t row = 0; row < job.rows; ++row) balanced_tiles<kTileSums>(job.cols, LaneTile<Acc, BYTES>{job, row});
+}
+
+// Grad kernel over channels-last rows: for taps t < taps, the running sums
 // acc[t] += grad[y][x] * search[y][x] shifted by offsets[t], over (y, x) row-major.
 template <typename Acc>
 struct ChainJob {
-  const Acc* grad;    // [out_h][out_w][lanes]
-  const Acc* search;  // [height][width][lanes]
-  int64_t out_h, out_w, width;
-  const int64_t* offsets;  // tap (i, j) -> (i * width + j) * lanes
+  const Acc* grad;
+  int64_t grad_row_stride;
+  const Acc* search;
+  int64_t search_row_stride;
+  int64_t out_h, out_w;
+  const int64_t* offsets;
   int64_t taps;
   Acc* acc;  // [taps][lanes], carried over from one batch sample to the next
 };
 
-template <typename Acc, int BYTES, int TAPS>
-SNLT_ALWAYS_INLINE void chain_block(const ChainJob<Acc>& job, int64_t first_tap) {
-  constexpr int64_t L = kLanes<Acc, BYTES>;
-  Vec<Acc, BYTES> acc[TAPS];
-  const Acc* search_at[TAPS];
-  for (int t = 0; t < TAPS; ++t) {
-    acc[t] = load<Acc, BYTES>(job.acc + (first_tap + t) * L);
-    search_at[t] = job.search + job.offsets[first_tap + t];
-  }
-  const Acc* grad = job.grad;
-  for (int64_t y = 0; y < job.out_h; ++y) {
-    for (int64_t x = 0; x < job.out_w; ++x, grad += L) {
-      const Vec<Acc, BYTES> g = load<Acc, BYTES>(grad);
-      const int64_t position = (y * job.width + x) * L;
-      for (int t = 0; t < TAPS; ++t) acc[t] += g * load<Acc, BYTES>(search_at[t] + position);
+template <typename Acc, int BYTES>
+struct ChainTile {
+  const ChainJob<Acc>& job;
+  template <int N>
+  SNLT_ALWAYS_INLINE void run(int64_t first_tap) const {
+    constexpr int64_t L = kLanes<Acc, BYTES>;
+    Vec<Acc, BYTES> acc[N];
+    const Acc* search_at[N];
+    for (int t = 0; t < N; ++t) {
+      acc[t] = load<Acc, BYTES>(job.acc + (first_tap + t) * L);
+      search_at[t] = job.search + job.offsets[first_tap + t];
     }
+    for (int64_t y = 0; y < job.out_h; ++y) {
+      const Acc* grad = job.grad + y * job.grad_row_stride;
+      const int64_t row = y * job.search_row_stride;
+      for (int64_t x = 0; x < job.out_w; ++x) {
+        const Vec<Acc, BYTES> g = load<Acc, BYTES>(grad + x * L);
+        for (int t = 0; t < N; ++t) acc[t] += g * load<Acc, BYTES>(search_at[t] + row + x * L);
+      }
+    }
+    for (int t = 0; t < N; ++t) store<Acc, BYTES>(job.acc + (first_tap + t) * L, acc[t]);
   }
-  for (int t = 0; t < TAPS; ++t) store<Acc, BYTES>(job.acc + (first_tap + t) * L, acc[t]);
-}
+};
 
-template <typename Acc, int BYTES, int TAPS>
-SNLT_ALWAYS_INLINE void chain_block_of(int64_t taps, const ChainJob<Acc>& job, int64_t first_tap) {
-  if constexpr (TAPS > 1) {
-    if (taps < TAPS) return chain_block_of<Acc, BYTES, TAPS - 1>(taps, job, first_tap);
-  }
-  chain_block<Acc, BYTES, TAPS>(job, first_tap);
-}
-
-// Taps go in blocks of at most MAX_TAPS chains, of near-equal sizes (25 taps: 7+6+6+6).
-template <typename Acc, int BYTES, int MAX_TAPS>
+template <typename Acc, int BYTES>
 SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
-  const int64_t blocks = (job.taps + MAX_TAPS - 1) / MAX_TAPS;
-  for (int64_t block = 0, first = 0; block < blocks; ++block) {
-    const int64_t size = (job.taps - first + blocks - block - 1) / (blocks - block);
-    chain_block_of<Acc, BYTES, MAX_TAPS>(size, job, first);
-    first += size;
-  }
+  balanced_tiles<kTileSums>(job.taps, ChainTile<Acc, BYTES>{job});
 }
 
-// Channels-last staging of a full group of lanes channels (contiguous rows, element type
-// = accumulator type): dst[y][x][lane] = src[lane * channel_stride + y * row_stride + x].
+// A group of lanes channels between planes ((lane, y, x) at lane * channel_stride +
+// y * row_stride + x) and channels-last rows ((y, x, lane) at y * cl_row_stride +
+// x * lanes + lane), both in the accumulator type; cols >= lanes.
 template <typename Acc>
 struct TransposeJob {
   const Acc* src;
-  int64_t channel_stride, row_stride, rows, cols;
   Acc* dst;
+  int64_t channel_stride, row_stride, cl_row_stride;
+  int64_t rows, cols;
 };
 
 template <typename Acc>
@@ -201,44 +249,56 @@ SNLT_ALWAYS_INLINE void transpose_stages(Vec<Acc, BYTES>* rows) {
   if constexpr (H > 1) transpose_stages<Acc, BYTES, H / 2>(rows);
 }
 
-template <typename Acc, int BYTES>
-SNLT_ALWAYS_INLINE void transpose_to_channels_last(const TransposeJob<Acc>& job) {
+template <typename Acc, int BYTES, bool TO_CHANNELS_LAST>
+SNLT_ALWAYS_INLINE void transpose_group(const TransposeJob<Acc>& job) {
   constexpr int64_t N = kLanes<Acc, BYTES>;
   for (int64_t y = 0; y < job.rows; ++y) {
-    const Acc* src = job.src + y * job.row_stride;
-    Acc* dst = job.dst + y * job.cols * N;
+    const int64_t plane_row = y * job.row_stride, cl_row = y * job.cl_row_stride;
     // Blocks of N columns; the last one overlaps the one before (rewriting equal values).
     for (int64_t x = 0; x < job.cols; x += N) {
       const int64_t x0 = std::min(x, job.cols - N);
       Vec<Acc, BYTES> block[N];
-      for (int64_t lane = 0; lane < N; ++lane) block[lane] = load<Acc, BYTES>(src + lane * job.channel_stride + x0);
+      for (int64_t k = 0; k < N; ++k) {
+        block[k] = TO_CHANNELS_LAST ? load<Acc, BYTES>(job.src + k * job.channel_stride + plane_row + x0)
+                                    : load<Acc, BYTES>(job.src + cl_row + (x0 + k) * N);
+      }
       transpose_stages<Acc, BYTES, N / 2>(block);
-      for (int64_t k = 0; k < N; ++k) store<Acc, BYTES>(dst + (x0 + k) * N, block[k]);
+      for (int64_t k = 0; k < N; ++k) {
+        if (TO_CHANNELS_LAST) {
+          store<Acc, BYTES>(job.dst + cl_row + (x0 + k) * N, block[k]);
+        } else {
+          store<Acc, BYTES>(job.dst + k * job.channel_stride + plane_row + x0, block[k]);
+        }
+      }
     }
   }
 }
 
-// One copy per instruction set, each with vectors of its register width; tiles of 8
-// independent sums hide the latency of the adds.
-#define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)                                                                     \
-  TARGET void correlate_##NAME(const CorrelateJob<float>& job) { correlate<float, BYTES, 8>(job); }            \
-  TARGET void correlate_##NAME(const CorrelateJob<double>& job) { correlate<double, BYTES, 8>(job); }          \
-  TARGET void chains_##NAME(const ChainJob<float>& job) { chains<float, BYTES, 8>(job); }                        \
-  TARGET void chains_##NAME(const ChainJob<double>& job) { chains<double, BYTES, 8>(job); }                      \
-  TARGET void transpose_##NAME(const TransposeJob<float>& job) { transpose_to_channels_last<float, BYTES>(job); } \
-  TARGET void transpose_##NAME(const TransposeJob<double>& job) { transpose_to_channels_last<double, BYTES>(job); }
+// One copy per instruction set, each with vectors of its register width.
+#define SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, ACC)                                                              \
+  TARGET void correlate_##NAME(const CorrelateJob<ACC>& job) { correlate<ACC, BYTES>(job); }                      \
+  TARGET void correlate_lanes_##NAME(const LaneCorrelateJob<ACC>& job) { correlate_lanes<ACC, BYTES>(job); }      \
+  TARGET void chains_##NAME(const ChainJob<ACC>& job) { chains<ACC, BYTES>(job); }                                 \
+  TARGET void to_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, true>(job); }   \
+  TARGET void from_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, false>(job); }
+#define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)     \
+  SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, float) \
+  SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, double)
 
 SNLT_SIMD_VARIANT(avx512, __attribute__((target("avx512f"))), 64)
 SNLT_SIMD_VARIANT(avx2, __attribute__((target("avx2"))), 32)
 SNLT_SIMD_VARIANT(generic, , 16)
 #undef SNLT_SIMD_VARIANT
+#undef SNLT_SIMD_VARIANT_OF
 
 template <typename Acc, int BYTES>
 struct SimdKernels {
   static constexpr int bytes = BYTES;
   void (*correlate)(const CorrelateJob<Acc>&);
+  void (*correlate_lanes)(const LaneCorrelateJob<Acc>&);
   void (*chains)(const ChainJob<Acc>&);
-  void (*transpose)(const TransposeJob<Acc>&);
+  void (*to_channels_last)(const TransposeJob<Acc>&);
+  void (*from_channels_last)(const TransposeJob<Acc>&);
 };
 
 enum class Isa { Generic, Avx2, Avx512 };
@@ -262,20 +322,27 @@ template <typename Acc, typename Fn>
 void with_simd_kernels(const Fn& fn) {
   switch (chosen_isa()) {
     case Isa::Avx512:
-      return fn(SimdKernels<Acc, 64>{correlate_avx512, chains_avx512, transpose_avx512});
+      return fn(SimdKernels<Acc, 64>{correlate_avx512, correlate_lanes_avx512, chains_avx512,
+                                     to_channels_last_avx512, from_channels_last_avx512});
     case Isa::Avx2:
-      return fn(SimdKernels<Acc, 32>{correlate_avx2, chains_avx2, transpose_avx2});
+      return fn(SimdKernels<Acc, 32>{correlate_avx2, correlate_lanes_avx2, chains_avx2, to_channels_last_avx2,
+                                     from_channels_last_avx2});
     case Isa::Generic:
-      return fn(SimdKernels<Acc, 16>{correlate_generic, chains_generic, transpose_generic});
+      return fn(SimdKernels<Acc, 16>{correlate_generic, correlate_lanes_generic, chains_generic,
+                                     to_channels_last_generic, from_channels_last_generic});
   }
 }
 
 // ------------------------------------------------------------------ staging
 
-// Per-thread buffers, grown on demand and kept for the next call.
+// Per-thread buffers, grown on demand and kept for the next call. The flat ones serve
+// the per-plane passes, the channels-last ones the backward's channel groups (which may
+// fall back to per-plane passes, so the two sets never alias).
 template <typename Acc>
 struct Scratch {
-  std::vector<Acc> input, output, weights, accumulators;
+  std::vector<Acc> flat_input, flat_sums, flat_weights;
+  std::vector<int64_t> flat_offsets;
+  std::vector<Acc> search, grad, grad_search, weights, kernel_sums;
   std::vector<int64_t> offsets;
 };
 
@@ -303,22 +370,6 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
       for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x]);
     } else {
       for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x * col_stride]);
-    }
-  }
-}
-
-// dst[y][x][lane] = channel `lane` of the rows x cols planes at src, for lane < count;
-// the other lanes are zero. Row by row, so that the destination row stays in L1 while
-// every lane writes into it.
-template <int64_t L, typename T, typename Acc>
-void stage_channels_last_elementwise(const T* src, const int64_t* stride /* c, y, x */, int64_t count, int64_t rows,
-                         int64_t cols, Acc* dst) {
-  if (count < L) std::fill(dst, dst + rows * cols * L, Acc(0));
-  for (int64_t y = 0; y < rows; ++y) {
-    Acc* to = dst + y * cols * L;
-    for (int64_t lane = 0; lane < count; ++lane) {
-      const T* from = src + lane * stride[0] + y * stride[1];
-      for (int64_t x = 0; x < cols; ++x) to[x * L + lane] = static_cast<Acc>(from[x * stride[2]]);
     }
   }
 }
@@ -377,9 +428,9 @@ void parallel_items(const std::vector<int64_t>& items, const std::vector<int64_t
   });
 }
 
-// ------------------------------------------------------------------ the three passes
+// ------------------------------------------------------------------ the passes
 
-// The work items of each pass for element type T, with SIMD kernels BYTES wide.
+// The work items for element type T, with SIMD kernels BYTES wide.
 template <typename T, int BYTES>
 struct Planes {
   using Acc = typename AccumulatorOf<T>::type;
@@ -395,10 +446,12 @@ struct Planes {
   static const T* grad_plane(const Pair& p, int64_t b, int64_t c) {
     return static_cast<const T*>(p.grad_out) + b * p.grad_stride[0] + c * p.grad_stride[1];
   }
+  static T* grad_search_plane(const Pair& p, int64_t b, int64_t c) {
+    return static_cast<T*>(p.grad_search) + (b * p.channels + c) * p.height * p.width;
+  }
 
   // The kernel's taps in row-major order, as accumulator-type weights.
-  static Acc* load_weights(const Pair& p, const T* kernel, Scratch<Acc>& scratch) {
-    Acc* weights = sized(scratch.weights, p.kernel_h * p.kernel_w);
+  static Acc* load_weights(const Pair& p, const T* kernel, Acc* weights) {
     for (int64_t i = 0; i < p.kernel_h; ++i)
       for (int64_t j = 0; j < p.kernel_w; ++j)
         weights[i * p.kernel_w + j] = static_cast<Acc>(kernel[i * p.kernel_stride[2] + j * p.kernel_stride[3]]);
@@ -421,91 +474,130 @@ struct Planes {
     // The plane flattened with row stride width; the last vector may run past it into zeros.
     const int64_t vectors = vectors_for((out_h - 1) * p.width + out_w);
     const int64_t padding = vectors * L - ((out_h - 1) * p.width + out_w);
-    Acc* staged = sized(scratch.input, p.height * p.width + padding);
+    Acc* staged = sized(scratch.flat_input, p.height * p.width + padding);
     stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged, p.width, 0, 0);
     std::fill(staged + p.height * p.width, staged + p.height * p.width + padding, Acc(0));
-    int64_t* offsets = sized(scratch.offsets, kh * kw);
+    int64_t* offsets = sized(scratch.flat_offsets, kh * kw);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = i * p.width + j;
-    Acc* sums = sized(scratch.output, vectors * L);
-    simd.correlate({staged, offsets, load_weights(p, kernel, scratch), kh * kw, vectors, sums});
+    const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
+    Acc* sums = sized(scratch.flat_sums, vectors * L);
+    simd.correlate({staged, offsets, weights, kh * kw, vectors, sums});
     store_rounded(sums, p.width, out_h, out_w, out);
   }
 
-  static void grad_search(const Pair& p, int64_t b, int64_t c, const Simd& simd) {
+  // grad_search[b, c] alone, for 1x1 kernels and for channel groups with a non-finite
+  // weight (where 0 * weight is NaN, so the zero border cannot stand in for a missing
+  // tap, and the taps that land are picked one by one instead).
+  static void grad_search_single(const Pair& p, int64_t b, int64_t c) {
     const int64_t out_h = p.out_h(), out_w = p.out_w(), kh = p.kernel_h, kw = p.kernel_w;
     const T* grad = grad_plane(p, b, c);
     const T* kernel = kernel_plane(p, b, c);
-    T* grad_search = static_cast<T*>(p.grad_search) + (b * p.channels + c) * p.height * p.width;
-    if (kh == 1 && kw == 1) {
-      const Acc weight = static_cast<Acc>(kernel[0]);
-      return scale_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, weight, grad_search);
-    }
+    T* grad_search = grad_search_plane(p, b, c);
+    const int64_t* gs = p.grad_stride;
+    if (kh == 1 && kw == 1) return scale_plane(grad, gs[2], gs[3], out_h, out_w, static_cast<Acc>(kernel[0]), grad_search);
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    // grad_out staged with kh-1 zero rows above and below and kw-1 zero columns on each
-    // side: every tap then reads in bounds, and a tap that misses grad_out adds 0 * weight.
-    const int64_t stride = p.width + kw - 1;
-    const int64_t staged_size = (p.height + kh - 1) * stride;
-    const int64_t vectors = vectors_for((p.height - 1) * stride + p.width);
-    const int64_t padding = vectors * L - ((p.height - 1) * stride + p.width);
-    Acc* staged = sized(scratch.input, staged_size + padding);
-    std::fill(staged, staged + staged_size + padding, Acc(0));
-    stage_plane(grad, p.grad_stride[2], p.grad_stride[3], out_h, out_w, staged, stride, kh - 1, kw - 1);
-    const Acc* weights = load_weights(p, kernel, scratch);
-    Acc* sums = sized(scratch.output, vectors * L);
-    // Adding 0 * weight leaves the sum as it is (the sum starts at +0, so it is never -0),
-    // unless the weight is inf or NaN: such a plane takes the bounds-checked path.
-    if (std::all_of(weights, weights + kh * kw, [](Acc w) { return std::isfinite(w); })) {
-      int64_t* offsets = sized(scratch.offsets, kh * kw);
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * stride + (kw - 1 - j);
-      simd.correlate({staged, offsets, weights, kh * kw, vectors, sums});
-    } else {
-      for (int64_t y = 0; y < p.height; ++y) {
-        for (int64_t x = 0; x < p.width; ++x) {
-          Acc sum = 0;
-          for (int64_t i = std::max<int64_t>(0, y - out_h + 1); i <= std::min(y, kh - 1); ++i)
-            for (int64_t j = std::max<int64_t>(0, x - out_w + 1); j <= std::min(x, kw - 1); ++j)
-              sum += staged[(y - i + kh - 1) * stride + (x - j + kw - 1)] * weights[i * kw + j];
-          sums[y * stride + x] = sum;
-        }
+    const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
+    for (int64_t y = 0; y < p.height; ++y) {
+      for (int64_t x = 0; x < p.width; ++x) {
+        Acc sum = 0;
+        for (int64_t i = std::max<int64_t>(0, y - out_h + 1); i <= std::min(y, kh - 1); ++i)
+          for (int64_t j = std::max<int64_t>(0, x - out_w + 1); j <= std::min(x, kw - 1); ++j)
+            sum += static_cast<Acc>(grad[(y - i) * gs[2] + (x - j) * gs[3]]) * weights[i * kw + j];
+        grad_search[y * p.width + x] = static_cast<T>(sum);
       }
     }
-    store_rounded(sums, stride, p.height, p.width, grad_search);
   }
 
-  // Full groups of channels with contiguous rows, already in the accumulator type, go
-  // through the in-register transpose; the others element by element.
-  static void stage_channels_last(const Pair& p, const T* src, const int64_t* stride /* c, y, x */, int64_t count,
-                                  int64_t rows, int64_t cols, Acc* dst, const Simd& simd) {
+  // count channels from c0 of a plane set ((c, y, x) at strides[0..2]) into channels-last
+  // rows at dst ((y, x, lane) at y * cl_row_stride + x * L + lane), lanes past count zero.
+  static void stage_channels_last(const T* src, const int64_t* stride, int64_t count, int64_t rows, int64_t cols,
+                                  Acc* dst, int64_t cl_row_stride, const Simd& simd) {
     if constexpr (std::is_same_v<T, Acc>) {
-      if (count == L && stride[2] == 1 && cols >= L) return simd.transpose({src, stride[0], stride[1], rows, cols, dst});
+      if (count == L && stride[2] == 1 && cols >= L)
+        return simd.to_channels_last({src, dst, stride[0], stride[1], cl_row_stride, rows, cols});
     }
-    stage_channels_last_elementwise<L>(src, stride, count, rows, cols, dst);
+    for (int64_t y = 0; y < rows; ++y) {
+      Acc* to = dst + y * cl_row_stride;
+      if (count < L) std::fill(to, to + cols * L, Acc(0));
+      for (int64_t lane = 0; lane < count; ++lane) {
+        const T* from = src + lane * stride[0] + y * stride[1];
+        for (int64_t x = 0; x < cols; ++x) to[x * L + lane] = static_cast<Acc>(from[x * stride[2]]);
+      }
+    }
   }
 
-  // grad_kernel[kb, c0 : c0 + lanes, :, :]
-  static void grad_kernel(const Pair& p, int64_t kernel_b, int64_t c0, const Simd& simd) {
-    const int64_t out_h = p.out_h(), out_w = p.out_w(), taps = p.kernel_h * p.kernel_w;
-    const int64_t count = std::min(L, p.channels - c0);
+  // grad_search[b, c0 : c0 + count] from the channels-last grad_out with its zero border.
+  static void grad_search_group(const Pair& p, int64_t b, int64_t c0, int64_t count, const Acc* grad_border,
+                                int64_t border_row_stride, const Simd& simd) {
+    const int64_t kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw;
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    Acc* search = sized(scratch.input, p.height * p.width * L);
-    Acc* grad = sized(scratch.output, out_h * out_w * L);
-    Acc* sums = sized(scratch.accumulators, taps * L);
-    std::fill(sums, sums + taps * L, Acc(0));
+    Acc* weights = sized(scratch.weights, taps * L);
+    std::fill(weights, weights + taps * L, Acc(0));
+    for (int64_t lane = 0; lane < count; ++lane) {
+      const T* kernel = kernel_plane(p, b, c0 + lane);
+      for (int64_t t = 0; t < taps; ++t)
+        weights[t * L + lane] = static_cast<Acc>(kernel[t / kw * p.kernel_stride[2] + t % kw * p.kernel_stride[3]]);
+    }
+    if (!std::all_of(weights, weights + taps * L, [](Acc w) { return std::isfinite(w); })) {
+      for (int64_t lane = 0; lane < count; ++lane) grad_search_single(p, b, c0 + lane);
+      return;
+    }
     int64_t* offsets = sized(scratch.offsets, taps);
-    for (int64_t i = 0; i < p.kernel_h; ++i)
-      for (int64_t j = 0; j < p.kernel_w; ++j) offsets[i * p.kernel_w + j] = (i * p.width + j) * L;
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * border_row_stride + (kw - 1 - j) * L;
+    Acc* sums = sized(scratch.grad_search, p.height * p.width * L);
+    simd.correlate_lanes({grad_border, border_row_stride, offsets, weights, taps, p.height, p.width, sums});
+    T* out = grad_search_plane(p, b, c0);
+    const int64_t plane = p.height * p.width;
+    if constexpr (std::is_same_v<T, Acc>) {
+      if (count == L && p.width >= L)
+        return simd.from_channels_last({sums, out, plane, p.width, p.width * L, p.height, p.width});
+    }
+    for (int64_t lane = 0; lane < count; ++lane)
+      for (int64_t n = 0; n < plane; ++n) out[lane * plane + n] = static_cast<T>(sums[n * L + lane]);
+  }
+
+  // Both gradients for channels [c0, c0 + L) and the kernel sample kernel_b: every batch
+  // sample when the kernel is shared (its sums run over the batch), else kernel_b alone.
+  static void backward_group(const Pair& p, int64_t kernel_b, int64_t c0, bool need_search, bool need_kernel,
+                             const Simd& simd) {
+    const int64_t out_h = p.out_h(), out_w = p.out_w(), kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw;
+    const int64_t count = std::min(L, p.channels - c0);
     const int64_t first_b = p.kernel_shared ? 0 : kernel_b;
     const int64_t end_b = p.kernel_shared ? p.batch : kernel_b + 1;
-    for (int64_t b = first_b; b < end_b; ++b) {
-      stage_channels_last(p, search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search, simd);
-      stage_channels_last(p, grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, simd);
-      simd.chains({grad, search, out_h, out_w, p.width, offsets, taps, sums});
+    const bool search_by_group = need_search && taps > 1;
+    if (need_search && !search_by_group) {
+      for (int64_t b = first_b; b < end_b; ++b)
+        for (int64_t lane = 0; lane < count; ++lane) grad_search_single(p, b, c0 + lane);
     }
+    if (!need_kernel && !search_by_group) return;
+    Scratch<Acc>& scratch = thread_scratch<Acc>();
+    // grad_out channels-last with kh-1 zero rows above and below, kw-1 zero columns each side.
+    const int64_t border_row_stride = (p.width + kw - 1) * L;
+    const int64_t border_size = (p.height + kh - 1) * border_row_stride;
+    Acc* grad_border = sized(scratch.grad, border_size);
+    std::fill(grad_border, grad_border + border_size, Acc(0));
+    Acc* grad = grad_border + (kh - 1) * border_row_stride + (kw - 1) * L;
+    Acc* search = need_kernel ? sized(scratch.search, p.height * p.width * L) : nullptr;
+    Acc* kernel_sums = need_kernel ? sized(scratch.kernel_sums, taps * L) : nullptr;
+    if (need_kernel) std::fill(kernel_sums, kernel_sums + taps * L, Acc(0));
+    std::vector<int64_t> chain_offsets(taps);
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) chain_offsets[i * kw + j] = (i * p.width + j) * L;
+    for (int64_t b = first_b; b < end_b; ++b) {
+      stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, border_row_stride, simd);
+      if (need_kernel) {
+        stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search,
+                            p.width * L, simd);
+        simd.chains({grad, border_row_stride, search, p.width * L, out_h, out_w, chain_offsets.data(), taps, kernel_sums});
+      }
+      if (search_by_group) grad_search_group(p, b, c0, count, grad_border, border_row_stride, simd);
+    }
+    if (!need_kernel) return;
     T* out = static_cast<T*>(p.grad_kernel) + (kernel_b * p.channels + c0) * taps;
     for (int64_t lane = 0; lane < count; ++lane)
-      for (int64_t t = 0; t < taps; ++t) out[lane * taps + t] = static_cast<T>(sums[t * L + lane]);
+      for (int64_t t = 0; t < taps; ++t) out[lane * taps + t] = static_cast<T>(kernel_sums[t * L + lane]);
   }
 };
 
@@ -526,31 +618,20 @@ void forward_typed(const std::vector<Pair>& pairs, const Simd& simd) {
 template <typename T, typename Simd>
 void backward_typed(const std::vector<Pair>& pairs, bool need_search, bool need_kernel, const Simd& simd) {
   using P = Planes<T, Simd::bytes>;
-  if (need_search) {
-    std::vector<int64_t> items, cost;
-    for (const Pair& p : pairs) {
-      items.push_back(p.batch * p.channels);
-      cost.push_back(p.height * p.width * (p.kernel_h * p.kernel_w + 1));
-    }
-    parallel_items(items, cost, [&](size_t pair, int64_t item) {
-      const Pair& p = pairs[pair];
-      P::grad_search(p, item / p.channels, item % p.channels, simd);
-    });
+  std::vector<int64_t> items, cost;
+  for (const Pair& p : pairs) {
+    const int64_t groups = (p.channels + P::L - 1) / P::L;
+    const int64_t samples = p.kernel_shared ? p.batch : 1;
+    const int64_t taps = p.kernel_h * p.kernel_w;
+    const int64_t per_sample = (need_kernel ? p.out_h() * p.out_w() * taps : 0) + (need_search ? p.height * p.width * taps : 0);
+    items.push_back(p.kernel_batch() * groups);
+    cost.push_back(std::max<int64_t>(1, samples * P::L * (per_sample + p.height * p.width)));
   }
-  if (need_kernel) {
-    std::vector<int64_t> items, cost;
-    for (const Pair& p : pairs) {
-      const int64_t groups = (p.channels + P::L - 1) / P::L;
-      const int64_t samples = p.kernel_shared ? p.batch : 1;
-      items.push_back(p.kernel_batch() * groups);
-      cost.push_back(std::max<int64_t>(1, samples * P::L * (p.out_h() * p.out_w() * p.kernel_h * p.kernel_w + p.height * p.width)));
-    }
-    parallel_items(items, cost, [&](size_t pair, int64_t item) {
-      const Pair& p = pairs[pair];
-      const int64_t groups = (p.channels + P::L - 1) / P::L;
-      P::grad_kernel(p, item / groups, item % groups * P::L, simd);
-    });
-  }
+  parallel_items(items, cost, [&](size_t pair, int64_t item) {
+    const Pair& p = pairs[pair];
+    const int64_t groups = (p.channels + P::L - 1) / P::L;
+    P::backward_group(p, item / groups, item % groups * P::L, need_search, need_kernel, simd);
+  });
 }
 
 template <typename Fn>
