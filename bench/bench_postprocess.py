@@ -18,11 +18,13 @@ from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track
 
 SNLT_RATIOS, SNLT_SCALES = [0.33, 0.5, 1, 2, 3], [8, 10, 12]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-# (case name, anchor scales, score size, targets, with the NL head)
+# (case name, anchor scales, score size, targets, with the NL head, track_postprocess parameters)
 CASES = [
-    ("SNLT A=15 S=25 B=1", SNLT_SCALES, 25, 1, True),
-    ("SNLT A=15 S=25 B=16", SNLT_SCALES, 25, 16, True),
-    ("SiamRPN++ A=5 S=25 B=1", [8], 25, 1, False),
+    ("SNLT A=15 S=25 B=1", SNLT_SCALES, 25, 1, True, {}),
+    ("SNLT A=15 S=25 B=16", SNLT_SCALES, 25, 16, True, {}),
+    ("SiamRPN++ A=5 S=25 B=1", [8], 25, 1, False, {}),
+    # The long-term tracker's search after losing the target: no size penalty, no window.
+    ("SNLT lost mode A=15 S=97 B=1", SNLT_SCALES, 97, 1, True, {"penalty_k": 0.0, "window_influence": 0.0}),
 ]
 
 
@@ -60,12 +62,12 @@ def implementations(device, run_fast, run_baseline):
     return impls
 
 
-def track_implementations(device, scales, size, batch, nl):
+def track_implementations(device, scales, size, batch, nl, params):
     inputs = make_inputs(scales, size, batch, nl, device)
     return implementations(
         device,
-        lambda backend: lambda: snlt_fast.track_postprocess(**inputs, backend=backend),
-        lambda: track_postprocess_numpy(**host_arrays(inputs)),
+        lambda backend: lambda: snlt_fast.track_postprocess(**inputs, **params, backend=backend),
+        lambda: track_postprocess_numpy(**host_arrays(inputs), **params),
     )
 
 
@@ -89,8 +91,8 @@ TRACK_PARAMS = [
 
 @pytest.mark.parametrize("device, case, impl_index", TRACK_PARAMS)
 def test_track_postprocess(benchmark, device, case, impl_index):
-    name, scales, size, batch, nl = case
-    impl, fn, is_baseline = track_implementations(device, scales, size, batch, nl)[impl_index]
+    name, scales, size, batch, nl, params = case
+    impl, fn, is_baseline = track_implementations(device, scales, size, batch, nl, params)[impl_index]
     benchmark.group = f"track_postprocess {name} ({device} tensors)"
     benchmark.extra_info["impl"] = impl
     if is_baseline:

@@ -27,7 +27,7 @@ SIAMRPN_RATIOS = [0.33, 0.5, 1, 2, 3]
 
 
 def make_inputs(seed, *, batch=2, anchor_num=3, height=5, width=5, nl=True, dtype=torch.float32,
-                logit_scale=3.0, delta_scale=0.3, layout="contiguous", device="cpu"):  # fmt: skip
+                logit_scale=3.0, delta_scale=0.3, target_scale=1.0, layout="contiguous", device="cpu"):  # fmt: skip
     """Heads, anchors, window and target sizes drawn from `seed`."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -53,7 +53,7 @@ def make_inputs(seed, *, batch=2, anchor_num=3, height=5, width=5, nl=True, dtyp
         )
     )
     window = torch.rand((anchor_num, height, width), generator=generator, dtype=torch.float64)
-    target_size = torch.rand((batch, 2), generator=generator, dtype=torch.float64) * 100 + 10
+    target_size = (torch.rand((batch, 2), generator=generator, dtype=torch.float64) * 100 + 10) * target_scale
     return {
         "cls_vis": head(2, logit_scale),
         "cls_nl": head(2, logit_scale) if nl else None,
@@ -108,7 +108,8 @@ case_settings = st.fixed_dictionaries(
         "dtype": st.sampled_from(DTYPES),
         "logit_scale": st.sampled_from([0.5, 3.0, 40.0]),
         # Large deltas overflow exp: boxes of size 0 or inf, NaN penalties.
-        "delta_scale": st.sampled_from([0.3, 2.0, 400.0]),
+        "delta_scale": st.sampled_from([0.3, 2.0, 20.0, 400.0]),
+        "target_scale": st.sampled_from([1.0, 1.0, 1e-40, 1e40]),
         "layout": st.sampled_from(["contiguous", "strided", "channels_last"]),
     }
 )

@@ -256,12 +256,19 @@ int64_t first_best(const float* values, int64_t count) {
   return best;
 }
 
-// Deltas and anchor sizes in these ranges give finite, positive box sizes, for which
-// the penalty is a number in [0, 1] when penalty_k > 0.
+// Size deltas within +-30 on anchors within [1e-10, 1e10] give box sizes within
+// [1e-24, 1e24] (either weight is at least 1/2), and with a target whose context size
+// and aspect ratio are within [1e-30, 1e30] (see tame_target) the product r_c * s_c is
+// finite and at least 1, so the penalty is a number in [0, 1] for any penalty_k >= 0.
 inline bool sizes_are_tame(double delta_w, double delta_h, double anchor_w, double anchor_h) {
   // & rather than &&: no branches in the vectorized loop.
-  return (delta_w >= -200.0) & (delta_w <= 200.0) & (delta_h >= -200.0) & (delta_h <= 200.0) &
-         (anchor_w >= 1e-100) & (anchor_w <= 1e100) & (anchor_h >= 1e-100) & (anchor_h <= 1e100);
+  return (delta_w >= -30.0) & (delta_w <= 30.0) & (delta_h >= -30.0) & (delta_h <= 30.0) &
+         (anchor_w >= 1e-10) & (anchor_w <= 1e10) & (anchor_h >= 1e-10) & (anchor_h <= 1e10);
+}
+
+inline bool tame_target(const Penalty& penalty) {
+  return penalty.target_context_size >= 1e-30 && penalty.target_context_size <= 1e30 &&
+         penalty.target_ratio >= 1e-30 && penalty.target_ratio <= 1e30;
 }
 
 // Upper bounds of the float32 pscores and whether each bound is sure to hold.
@@ -292,10 +299,9 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
   const int64_t cells = target.cells;
   workspace.bound.resize(cells);
   float* bound = workspace.bound.data();
-  const bool bounded = penalty.penalty_k > 0.0 && penalty.window_influence >= 0.0 &&
-                       penalty.window_influence <= 1.0 && penalty.target_context_size > 0.0 &&
-                       penalty.target_context_size < std::numeric_limits<double>::infinity() &&
-                       penalty.target_ratio > 0.0 && penalty.target_ratio < std::numeric_limits<double>::infinity();
+  // penalty_k = 0 (the long-term tracker's lost mode) qualifies: the penalty is then 1.
+  const bool bounded = penalty.penalty_k >= 0.0 && penalty.penalty_k < std::numeric_limits<double>::infinity() &&
+                       penalty.window_influence >= 0.0 && penalty.window_influence <= 1.0 && tame_target(penalty);
   if (!bounded) {
     all_pscores<kNl>(target, penalty, bound);
     return first_best(bound, cells);
