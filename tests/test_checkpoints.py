@@ -331,6 +331,9 @@ def test_unexpected_missing_and_mis_shaped_keys_are_listed():
 def test_layout_and_arch_errors(tmp_path):
     with pytest.raises(CheckpointError, match="layout not recognised.*first keys are conv1.weight"):
         load_checkpoint({"conv1.weight": torch.zeros(1)})
+    siammask = {"backbone.conv1.weight": torch.zeros(1), "rpn_head.cls.conv_kernel.0.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match="layout not recognised"):
+        load_checkpoint(siammask)  # pysot's SiamMask: one ResNet level, not a model here
     with pytest.raises(CheckpointError, match="arch='snlt_r50' was asked for, but the checkpoint holds a pysot SiamRPN AlexNet"):
         load_checkpoint(pysot_alexnet_state(), arch="snlt_r50")
     with pytest.raises(ValueError, match="arch must be one of"):

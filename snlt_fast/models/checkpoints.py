@@ -74,12 +74,13 @@ def _detect(state):
         return "snlt_r50"
     if any(key.startswith("rpn_head.rpn2.") for key in state):
         return "siamrpn_r50_l234"
-    if any(key.startswith("rpn_head.cls.") for key in state):
+    alexnet = any(key.startswith(("backbone.features.", "backbone.layer5.")) for key in state)
+    if alexnet and any(key.startswith("rpn_head.cls.") for key in state):
         return "siamrpn_alex"
     shown = ", ".join(list(state)[:8])
     raise CheckpointError(
         "checkpoint layout not recognised: expected pysot SiamRPN++ (rpn_head.rpn2.*), pysot SiamRPN AlexNet "
-        f"(rpn_head.cls.*), published SNLT (nl_multi_rpn.*) or an snlt_fast checkpoint; its first keys are {shown}"
+        f"(backbone.features.*, rpn_head.cls.*), published SNLT (nl_multi_rpn.*) or an snlt_fast checkpoint; its first keys are {shown}"
     )
 
 
