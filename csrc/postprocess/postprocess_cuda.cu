@@ -1,6 +1,7 @@
-// CUDA kernels of dynamic_aggregate and track_postprocess: one block per target,
-// one thread per entropy lane, float64 arithmetic as in postprocess_math.h, every
-// reduction in a fixed order (results do not depend on thread scheduling).
+// CUDA kernels of dynamic_aggregate and track_postprocess: one block per target, its
+// first kEntropyLanes threads one per entropy lane, float64 arithmetic as in
+// postprocess_math.h, every reduction in a fixed order (results do not depend on
+// thread scheduling).
 #include <cstdint>
 #include <cmath>
 
@@ -10,7 +11,8 @@
 namespace snlt_fast::postprocess {
 namespace {
 
-constexpr int kThreads = kEntropyLanes;
+// The entropy uses kEntropyLanes threads; the per-cell work after it uses them all.
+constexpr int kThreads = 2 * kEntropyLanes;
 
 struct CudaMath {
   __host__ __device__ static double exp(double x) { return ::exp(x); }
@@ -48,16 +50,18 @@ struct Target {
   }
 };
 
-// A head's entropy: thread l is lane l, then the lanes' tree in shared memory.
+// A head's entropy: thread l < kEntropyLanes is lane l, then the lanes' tree in shared memory.
 template <typename T>
 __device__ double head_entropy(const Target<T>& target, const T* cls, double* lanes) {
-  double lane_sum = 0.0;
-  for (int64_t n = threadIdx.x; n < target.cells; n += kThreads) {
-    lane_sum += entropy_term<CudaMath>(target.probability(cls, n));
+  if (threadIdx.x < kEntropyLanes) {
+    double lane_sum = 0.0;
+    for (int64_t n = threadIdx.x; n < target.cells; n += kEntropyLanes) {
+      lane_sum += entropy_term<CudaMath>(target.probability(cls, n));
+    }
+    lanes[threadIdx.x] = lane_sum;
   }
-  lanes[threadIdx.x] = lane_sum;
   __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
+  for (int width = kEntropyLanes / 2; width > 0; width /= 2) {
     if (threadIdx.x < width) lanes[threadIdx.x] = lanes[threadIdx.x] + lanes[threadIdx.x + width];
     __syncthreads();
   }
@@ -85,7 +89,7 @@ __device__ Target<T> block_target(const Heads<T>& heads, const double* anchors, 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, const double* anchors,
                                                              Geometry geometry, double alpha, AggregateOutputs out) {
-  __shared__ double lanes[kThreads];
+  __shared__ double lanes[kEntropyLanes];
   const int64_t cells = geometry.cells();
   const Target<T> target = block_target(heads, anchors, cells, alpha, lanes);
   float* score = out.score + blockIdx.x * cells;
@@ -111,7 +115,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     track_kernel(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
                  Geometry geometry, TrackParams params, int64_t* index, float* values) {
-  __shared__ double lanes[kThreads];
+  __shared__ double lanes[kEntropyLanes];
   __shared__ float lane_values[kThreads];
   __shared__ int64_t lane_cells[kThreads];
   const int64_t cells = geometry.cells();
