@@ -36,8 +36,7 @@ class SentenceEncoder(nn.Module):
         self.frozen = True
         self.cache_enabled = True
         self._cache = {}
-        # New weights make cached embeddings stale.
-        self.register_load_state_dict_post_hook(lambda module, keys: module.clear_cache())
+        self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
     def embed(self, sentences):
         """[len(sentences), dim] embeddings, computed now (no cache); subclasses implement it."""
@@ -84,6 +83,10 @@ class SentenceEncoder(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()  # cached embeddings stay on the old device / dtype otherwise
         return super()._apply(fn, *args, **kwargs)
+
+
+def _clear_cache_after_load(encoder, incompatible_keys):
+    encoder.clear_cache()  # new weights make cached embeddings stale
 
 
 def check_sentences(sentences, argument):
