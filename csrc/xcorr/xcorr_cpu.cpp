@@ -374,6 +374,16 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
   }
 }
 
+// Brings the rows x cols plane at src (strides row_stride, col_stride) towards the cache
+// while the current plane is computed, so that reading memory and computing overlap.
+template <typename T>
+void prefetch_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols) {
+  constexpr int64_t kLineElements = 64 / sizeof(T);
+  const int64_t step = col_stride == 1 ? kLineElements : 1;
+  for (int64_t y = 0; y < rows; ++y)
+    for (int64_t x = 0; x < cols; x += step) __builtin_prefetch(src + y * row_stride + x * col_stride);
+}
+
 // out = +0 + src * weight, elementwise: a 1x1 kernel (forward and grad search).
 template <typename T, typename Acc>
 void scale_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc weight,
@@ -470,6 +480,12 @@ struct Planes {
       const Acc weight = static_cast<Acc>(kernel[0]);
       return scale_plane(search, p.search_stride[2], p.search_stride[3], out_h, out_w, weight, out);
     }
+    // The next work item's plane (the next channel, or the first of the next sample).
+    const bool last_channel = c + 1 == p.channels;
+    if (!last_channel || b + 1 < p.batch) {
+      prefetch_plane(search_plane(p, last_channel ? b + 1 : b, last_channel ? 0 : c + 1), p.search_stride[2],
+                     p.search_stride[3], p.height, p.width);
+    }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
     // The plane flattened with row stride width; the last vector may run past it into zeros.
     const int64_t vectors = vectors_for((out_h - 1) * p.width + out_w);
@@ -558,6 +574,18 @@ struct Planes {
       for (int64_t n = 0; n < plane; ++n) out[lane * plane + n] = static_cast<T>(sums[n * L + lane]);
   }
 
+  // The planes that the next channel group (or the next sample's first) will read.
+  static void prefetch_next_group(const Pair& p, int64_t b, int64_t c0, bool need_search_planes) {
+    const bool last_group = c0 + L >= p.channels;
+    if (last_group && b + 1 >= p.batch) return;
+    const int64_t next_b = last_group ? b + 1 : b, next_c0 = last_group ? 0 : c0 + L;
+    for (int64_t c = next_c0; c < std::min(next_c0 + L, p.channels); ++c) {
+      prefetch_plane(grad_plane(p, next_b, c), p.grad_stride[2], p.grad_stride[3], p.out_h(), p.out_w());
+      if (need_search_planes)
+        prefetch_plane(search_plane(p, next_b, c), p.search_stride[2], p.search_stride[3], p.height, p.width);
+    }
+  }
+
   // Both gradients for channels [c0, c0 + L) and the kernel sample kernel_b: every batch
   // sample when the kernel is shared (its sums run over the batch), else kernel_b alone.
   static void backward_group(const Pair& p, int64_t kernel_b, int64_t c0, bool need_search, bool need_kernel,
@@ -586,6 +614,7 @@ struct Planes {
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) chain_offsets[i * kw + j] = (i * p.width + j) * L;
     for (int64_t b = first_b; b < end_b; ++b) {
+      prefetch_next_group(p, b, c0, need_kernel);
       stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, border_row_stride, simd);
       if (need_kernel) {
         stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search,
