@@ -56,7 +56,8 @@ def cases():
         for case in CASES:
             for backward in (False, True):
                 for impl, fn in implementations(device, case, backward):
-                    yield pytest.param(device, case, backward, impl, fn, id=f"{device}-{case}-{'fwdbwd' if backward else 'fwd'}-{impl}")
+                    mode = "fwdbwd" if backward else "fwd"
+                    yield pytest.param(device, case, backward, impl, fn, id=f"{device}-{case}-{mode}-{impl}")
 
 
 @pytest.mark.parametrize("device, case, backward, impl, fn", cases())

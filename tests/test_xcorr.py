@@ -22,7 +22,9 @@ from snlt_fast.ops.xcorr import xcorr_depthwise_conv2d
 BACKEND_DEVICES = [(b, d) for b in snlt_fast.BACKENDS for d in devices_for(b)] or [("cpu", "cpu")]
 BACKEND_IDS = [f"{b}-{d}" for b, d in BACKEND_DEVICES]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+INT_VIEW = {
+    torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64
+}
 
 
 def require(backend, device):
@@ -50,7 +52,8 @@ def assert_same_bits(actual, expected):
     assert torch.equal(actual.isnan(), nan), "NaN at different places"
     view = INT_VIEW[expected.dtype]
     mismatched = (actual.contiguous().view(view) != expected.contiguous().view(view)) & ~nan
-    assert not mismatched.any(), f"{int(mismatched.sum())} elements differ, e.g. {actual[mismatched][:4]} vs {expected[mismatched][:4]}"
+    examples = f"e.g. {actual[mismatched][:4]} vs {expected[mismatched][:4]}"
+    assert not mismatched.any(), f"{int(mismatched.sum())} elements differ, {examples}"
 
 
 def random_values(shape, dtype, device, generator):
@@ -115,7 +118,8 @@ def pair_shapes(draw, small):
     channels = draw(st.integers(1, 4 if small else 40))
     height, width = draw(st.integers(1, 7 if small else 31)), draw(st.integers(1, 7 if small else 31))
     kernel_h, kernel_w = draw(st.integers(1, height)), draw(st.integers(1, width))
-    kind = draw(st.sampled_from(["per_sample", "shared", "flat"] if kernel_h == kernel_w == 1 else ["per_sample", "shared"]))
+    kinds = ["per_sample", "shared", "flat"] if kernel_h == kernel_w == 1 else ["per_sample", "shared"]
+    kind = draw(st.sampled_from(kinds))
     kernel_batch = 1 if kind == "shared" else batch
     kernel = (kernel_batch, channels) if kind == "flat" else (kernel_batch, channels, kernel_h, kernel_w)
     return (batch, channels, height, width), kernel
@@ -140,7 +144,9 @@ def test_many_pairs_of_different_shapes(backend_device):
     backend, device = backend_device
     generator = torch.Generator().manual_seed(1)
     small = interpreted(backend, device)
-    shapes = [((2, 3, 7, 6), (2, 3, 3, 2)), ((2, 3, 5, 5), (1, 3, 1, 1)), ((1, 5, 4, 9), (1, 5, 4, 1)), ((3, 2, 6, 6), (3, 2))]
+    shapes = [
+        ((2, 3, 7, 6), (2, 3, 3, 2)), ((2, 3, 5, 5), (1, 3, 1, 1)), ((1, 5, 4, 9), (1, 5, 4, 1)), ((3, 2, 6, 6), (3, 2))
+    ]
     if not small:
         shapes.append(((1, 256, 29, 29), (1, 256, 5, 5)))
     searches = [random_values(s, torch.float32, device, generator) for s, _ in shapes]
@@ -213,7 +219,8 @@ def test_opcheck(backend_device):
     kernel = random_values((2, 3, 2, 3), torch.float32, device, generator).requires_grad_()
     language = random_values((1, 3, 1, 1), torch.float32, device, generator).requires_grad_()
     torch.library.opcheck(torch.ops.snlt_fast.xcorr_depthwise.default, (search, kernel, backend))
-    torch.library.opcheck(torch.ops.snlt_fast.xcorr_depthwise_many.default, ([search, search], [kernel, language], backend))
+    many_args = ([search, search], [kernel, language], backend)
+    torch.library.opcheck(torch.ops.snlt_fast.xcorr_depthwise_many.default, many_args)
 
 
 def test_torch_compile_fullgraph(backend_device):
@@ -234,11 +241,13 @@ def test_torch_compile_fullgraph(backend_device):
 
 def test_zero_batch_and_zero_channels(backend_device):
     backend, device = backend_device
-    for search_shape, kernel_shape in [((0, 3, 6, 5), (0, 3, 2, 2)), ((0, 3, 6, 5), (1, 3, 2, 2)), ((2, 0, 6, 5), (2, 0, 3, 1))]:
+    empty_shapes = [((0, 3, 6, 5), (0, 3, 2, 2)), ((0, 3, 6, 5), (1, 3, 2, 2)), ((2, 0, 6, 5), (2, 0, 3, 1))]
+    for search_shape, kernel_shape in empty_shapes:
         search = torch.randn(search_shape, device=device, requires_grad=True)
         kernel = torch.randn(kernel_shape, device=device, requires_grad=True)
         out = snlt_fast.xcorr_depthwise(search, kernel, backend=backend)
-        assert out.shape == (search_shape[0], search_shape[1], search_shape[2] - kernel_shape[2] + 1, search_shape[3] - kernel_shape[3] + 1)
+        batch, channels, height, width = search_shape
+        assert out.shape == (batch, channels, height - kernel_shape[2] + 1, width - kernel_shape[3] + 1)
         out.sum().backward()
         assert search.grad.shape == search.shape and kernel.grad.shape == kernel.shape
         assert not kernel.grad.any()  # a kernel shared by no sample gets a zero gradient
@@ -303,7 +312,9 @@ BAD_CALLS = {
     "many lengths": (ValueError, "equal length", lambda: snlt_fast.xcorr_depthwise_many([S, S], [K])),
     "many not lists": (TypeError, "lists of tensors", lambda: snlt_fast.xcorr_depthwise_many(S, K)),
     "many pair index": (ValueError, r"kernel\[1\]", lambda: snlt_fast.xcorr_depthwise_many([S, S], [K, K[:1, :2]])),
-    "many dtypes": (ValueError, "one device and dtype", lambda: snlt_fast.xcorr_depthwise_many([S, S.double()], [K, K.double()])),
+    "many dtypes": (
+        ValueError, "one device and dtype", lambda: snlt_fast.xcorr_depthwise_many([S, S.double()], [K, K.double()])
+    ),
 }
 
 

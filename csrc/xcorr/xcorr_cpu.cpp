@@ -343,7 +343,7 @@ struct Scratch {
   std::vector<Acc> flat_input, flat_sums, flat_weights;
   std::vector<int64_t> flat_offsets;
   std::vector<Acc> search, grad, grad_search, weights, kernel_sums;
-  std::vector<int64_t> offsets;
+  std::vector<int64_t> lane_offsets, chain_offsets;
 };
 
 template <typename Acc>
@@ -358,18 +358,16 @@ V* sized(std::vector<V>& buffer, int64_t size) {
   return buffer.data();
 }
 
-// The rows x cols plane at src (strides row_stride, col_stride) into dst, in the
-// accumulator type, at (row_offset, col_offset) of rows dst_stride long.
+// The rows x cols plane at src (strides row_stride, col_stride) into dst, row after row,
+// in the accumulator type.
 template <typename T, typename Acc>
-void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc* dst,
-                 int64_t dst_stride, int64_t row_offset, int64_t col_offset) {
-  for (int64_t y = 0; y < rows; ++y) {
+void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc* dst) {
+  for (int64_t y = 0; y < rows; ++y, dst += cols) {
     const T* from = src + y * row_stride;
-    Acc* to = dst + (y + row_offset) * dst_stride + col_offset;
     if (col_stride == 1) {
-      for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x]);
+      for (int64_t x = 0; x < cols; ++x) dst[x] = static_cast<Acc>(from[x]);
     } else {
-      for (int64_t x = 0; x < cols; ++x) to[x] = static_cast<Acc>(from[x * col_stride]);
+      for (int64_t x = 0; x < cols; ++x) dst[x] = static_cast<Acc>(from[x * col_stride]);
     }
   }
 }
@@ -491,7 +489,7 @@ struct Planes {
     const int64_t vectors = vectors_for((out_h - 1) * p.width + out_w);
     const int64_t padding = vectors * L - ((out_h - 1) * p.width + out_w);
     Acc* staged = sized(scratch.flat_input, p.height * p.width + padding);
-    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged, p.width, 0, 0);
+    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged);
     std::fill(staged + p.height * p.width, staged + p.height * p.width + padding, Acc(0));
     int64_t* offsets = sized(scratch.flat_offsets, kh * kw);
     for (int64_t i = 0; i < kh; ++i)
@@ -511,7 +509,9 @@ struct Planes {
     const T* kernel = kernel_plane(p, b, c);
     T* grad_search = grad_search_plane(p, b, c);
     const int64_t* gs = p.grad_stride;
-    if (kh == 1 && kw == 1) return scale_plane(grad, gs[2], gs[3], out_h, out_w, static_cast<Acc>(kernel[0]), grad_search);
+    if (kh == 1 && kw == 1) {
+      return scale_plane(grad, gs[2], gs[3], out_h, out_w, static_cast<Acc>(kernel[0]), grad_search);
+    }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
     const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
     for (int64_t y = 0; y < p.height; ++y) {
@@ -559,7 +559,7 @@ struct Planes {
       for (int64_t lane = 0; lane < count; ++lane) grad_search_single(p, b, c0 + lane);
       return;
     }
-    int64_t* offsets = sized(scratch.offsets, taps);
+    int64_t* offsets = sized(scratch.lane_offsets, taps);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * border_row_stride + (kw - 1 - j) * L;
     Acc* sums = sized(scratch.grad_search, p.height * p.width * L);
@@ -610,7 +610,7 @@ struct Planes {
     Acc* search = need_kernel ? sized(scratch.search, p.height * p.width * L) : nullptr;
     Acc* kernel_sums = need_kernel ? sized(scratch.kernel_sums, taps * L) : nullptr;
     if (need_kernel) std::fill(kernel_sums, kernel_sums + taps * L, Acc(0));
-    std::vector<int64_t> chain_offsets(taps);
+    int64_t* chain_offsets = sized(scratch.chain_offsets, taps);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) chain_offsets[i * kw + j] = (i * p.width + j) * L;
     for (int64_t b = first_b; b < end_b; ++b) {
@@ -619,7 +619,7 @@ struct Planes {
       if (need_kernel) {
         stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search,
                             p.width * L, simd);
-        simd.chains({grad, border_row_stride, search, p.width * L, out_h, out_w, chain_offsets.data(), taps, kernel_sums});
+        simd.chains({grad, border_row_stride, search, p.width * L, out_h, out_w, chain_offsets, taps, kernel_sums});
       }
       if (search_by_group) grad_search_group(p, b, c0, count, grad_border, border_row_stride, simd);
     }
@@ -652,7 +652,8 @@ void backward_typed(const std::vector<Pair>& pairs, bool need_search, bool need_
     const int64_t groups = (p.channels + P::L - 1) / P::L;
     const int64_t samples = p.kernel_shared ? p.batch : 1;
     const int64_t taps = p.kernel_h * p.kernel_w;
-    const int64_t per_sample = (need_kernel ? p.out_h() * p.out_w() * taps : 0) + (need_search ? p.height * p.width * taps : 0);
+    const int64_t per_sample =
+        (need_kernel ? p.out_h() * p.out_w() * taps : 0) + (need_search ? p.height * p.width * taps : 0);
     items.push_back(p.kernel_batch() * groups);
     cost.push_back(std::max<int64_t>(1, samples * P::L * (per_sample + p.height * p.width)));
   }

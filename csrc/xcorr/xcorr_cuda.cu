@@ -138,7 +138,8 @@ __device__ void grad_search_element(const Pair& pair, int64_t index) {
   const int64_t last_i = min(y, pair.kernel_h - 1), last_j = min(x, pair.kernel_w - 1);
   for (int64_t i = max(int64_t(0), y - out_h + 1); i <= last_i; ++i)
     for (int64_t j = max(int64_t(0), x - out_w + 1); j <= last_j; ++j)
-      sum = add(sum, multiply(S::widen(grad[(y - i) * gs[2] + (x - j) * gs[3]]), S::widen(kernel[i * ks[2] + j * ks[3]])));
+      sum = add(sum, multiply(S::widen(grad[(y - i) * gs[2] + (x - j) * gs[3]]),
+                              S::widen(kernel[i * ks[2] + j * ks[3]])));
   static_cast<T*>(pair.grad_search)[index] = S::round(sum);
 }
 
