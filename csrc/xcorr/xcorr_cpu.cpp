@@ -372,6 +372,9 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
   }
 }
 
+// Searches larger than this are read from memory, not cache: worth prefetching.
+constexpr int64_t kPrefetchBytes = 1 << 21;
+
 // Brings the rows x cols plane at src (strides row_stride, col_stride) towards the cache
 // while the current plane is computed, so that reading memory and computing overlap.
 template <typename T>
@@ -478,25 +481,39 @@ struct Planes {
       const Acc weight = static_cast<Acc>(kernel[0]);
       return scale_plane(search, p.search_stride[2], p.search_stride[3], out_h, out_w, weight, out);
     }
-    // The next work item's plane (the next channel, or the first of the next sample).
-    const bool last_channel = c + 1 == p.channels;
-    if (!last_channel || b + 1 < p.batch) {
+    const int64_t plane = p.height * p.width;
+    const int64_t planes_after = p.batch * p.channels - (b * p.channels + c) - 1;
+    // The next work item's plane (the next channel, or the first of the next sample),
+    // unless the whole search is small enough to stay in cache between the items anyway.
+    if (planes_after > 0 && p.batch * p.channels * plane * int64_t(sizeof(T)) > kPrefetchBytes) {
+      const bool last_channel = c + 1 == p.channels;
       prefetch_plane(search_plane(p, last_channel ? b + 1 : b, last_channel ? 0 : c + 1), p.search_stride[2],
                      p.search_stride[3], p.height, p.width);
     }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    // The plane flattened with row stride width; the last vector may run past it into zeros.
+    // The plane flattened with row stride width; the last vector may run past it by
+    // `padding` elements, into zeros of the staged copy, or into the next planes of a
+    // contiguous search already in the accumulator type, which is read in place.
     const int64_t vectors = vectors_for((out_h - 1) * p.width + out_w);
     const int64_t padding = vectors * L - ((out_h - 1) * p.width + out_w);
-    Acc* staged = sized(scratch.flat_input, p.height * p.width + padding);
-    stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged);
-    std::fill(staged + p.height * p.width, staged + p.height * p.width + padding, Acc(0));
+    const Acc* flat = nullptr;
+    if constexpr (std::is_same_v<T, Acc>) {
+      const int64_t* ss = p.search_stride;
+      const bool contiguous = ss[3] == 1 && ss[2] == p.width && ss[1] == plane && ss[0] == p.channels * plane;
+      if (contiguous && planes_after * plane >= padding) flat = search;
+    }
+    if (flat == nullptr) {
+      Acc* staged = sized(scratch.flat_input, plane + padding);
+      stage_plane(search, p.search_stride[2], p.search_stride[3], p.height, p.width, staged);
+      std::fill(staged + plane, staged + plane + padding, Acc(0));
+      flat = staged;
+    }
     int64_t* offsets = sized(scratch.flat_offsets, kh * kw);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = i * p.width + j;
     const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
     Acc* sums = sized(scratch.flat_sums, vectors * L);
-    simd.correlate({staged, offsets, weights, kh * kw, vectors, sums});
+    simd.correlate({flat, offsets, weights, kh * kw, vectors, sums});
     store_rounded(sums, p.width, out_h, out_w, out);
   }
 
@@ -574,10 +591,12 @@ struct Planes {
       for (int64_t n = 0; n < plane; ++n) out[lane * plane + n] = static_cast<T>(sums[n * L + lane]);
   }
 
-  // The planes that the next channel group (or the next sample's first) will read.
+  // The planes that the next channel group (or the next sample's first) will read, when
+  // the search is too large to stay in cache.
   static void prefetch_next_group(const Pair& p, int64_t b, int64_t c0, bool need_search_planes) {
     const bool last_group = c0 + L >= p.channels;
-    if (last_group && b + 1 >= p.batch) return;
+    if ((last_group && b + 1 >= p.batch) || p.batch * p.channels * p.height * p.width * int64_t(sizeof(T)) <= kPrefetchBytes)
+      return;
     const int64_t next_b = last_group ? b + 1 : b, next_c0 = last_group ? 0 : c0 + L;
     for (int64_t c = next_c0; c < std::min(next_c0 + L, p.channels); ++c) {
       prefetch_plane(grad_plane(p, next_b, c), p.grad_stride[2], p.grad_stride[3], p.out_h(), p.out_w());
