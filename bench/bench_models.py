@@ -19,6 +19,8 @@ the F.conv2d one; the gain shown here is from caching. Slow cases run few rounds
 import pytest
 import torch
 
+from bench._timing import synchronized
+
 from snlt_fast import available_backends
 from snlt_fast.models import SNLT
 from snlt_fast.nn import CONV2D
@@ -44,18 +46,6 @@ def rounds(backbone, batch):
     """Few rounds for the slow cases (ResNet-50, large batches) on a CPU."""
     work = (8 if backbone == "resnet50" else 1) * batch
     return 20 if work <= 1 else 8 if work <= 8 else 3
-
-
-def synchronized(function, device):
-    if device == "cpu":
-        return function
-
-    def run():
-        result = function()
-        torch.cuda.synchronize()
-        return result
-
-    return run
 
 
 _MODELS = {}

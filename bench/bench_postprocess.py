@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import snlt_fast
-from bench.bench_xcorr import synchronized
+from bench._timing import synchronized
 from snlt_fast import available_backends
 from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track_postprocess_numpy
 

@@ -11,6 +11,8 @@ backward. Plus one SNL-RPN frame: its 12 correlations (3 levels x cls/loc x visu
 import pytest
 import torch
 
+from bench._timing import synchronized
+
 import snlt_fast
 from snlt_fast.ops.xcorr import xcorr_depthwise_conv2d
 
@@ -33,18 +35,6 @@ def implementations(device, case, backward):
             continue
         found.append((backend, lambda s, k, backend=backend: snlt_fast.xcorr_depthwise(s, k, backend=backend)))
     return found
-
-
-def synchronized(fn, device):
-    if device != "cuda":
-        return fn
-
-    def run():
-        result = fn()
-        torch.cuda.synchronize()
-        return result
-
-    return run
 
 
 def shape_text(shape):
