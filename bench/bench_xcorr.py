@@ -50,7 +50,7 @@ def cases():
                     yield pytest.param(device, case, backward, impl, fn, id=f"{device}-{case}-{mode}-{impl}")
 
 
-@pytest.mark.parametrize("device, case, backward, impl, fn", cases())
+@pytest.mark.parametrize("device, case, backward, impl, fn", list(cases()))
 def test_xcorr(benchmark, device, case, backward, impl, fn):
     search_shape, kernel_shape = CASES[case]
     generator = torch.Generator().manual_seed(0)
