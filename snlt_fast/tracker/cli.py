@@ -1,5 +1,6 @@
 """`snlt track`: track targets described by a box and a sentence through a video or a folder of frames."""
 
+import contextlib
 import json
 import math
 import sys
@@ -178,9 +179,7 @@ def _numbered(path, index):
 
 
 def run(args):
-    import contextlib
-
-    from snlt_fast.tracker import SNLTracker, TrackerConfig, TargetResult, calibrate_random_weights, default_config
+    from snlt_fast.tracker import SNLTracker, TargetResult, calibrate_random_weights, default_config
 
     targets = _read_targets(args)
     for output in (args.boxes, args.out):
