@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from snlt_fast.datasets import DATASET_NAMES, AnnotationError, open_dataset
-from snlt_fast.evaluation._files import write_text_atomic
+from snlt_fast._files import write_text_atomic
 
 # Errors that mean the user's files or arguments are wrong, reported as one line.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, AnnotationError, KeyError, ValueError)

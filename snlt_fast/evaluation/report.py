@@ -7,7 +7,7 @@ curve per tracker, the legend sorted by the score it shows ("[0.696] SiamRPN++")
 from pathlib import Path
 
 from snlt_fast.evaluation import metrics
-from snlt_fast.evaluation._files import atomic_path
+from snlt_fast._files import atomic_path
 
 PLOTS = {
     # kind: (curve attribute, x thresholds, x label, title, score attribute)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snlt_fast.evaluation._files import write_text_atomic
+from snlt_fast._files import write_text_atomic
 from snlt_fast.evaluation.scoring import result_path
 
 

@@ -4,11 +4,12 @@ once complete, so that a failed run leaves no half-written results."""
 
 import contextlib
 import os
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from snlt_fast._files import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -94,17 +95,12 @@ def open_source(path):
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yields a temporary path next to `path` (same suffix); renamed to `path` when the block succeeds, removed otherwise."""
+    """atomic_path for a user-named output, whose folder must exist already."""
     path = Path(path)
     if not path.parent.is_dir():
         raise SourceError(f"cannot write {path}: folder {path.parent} does not exist")
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
-    try:
+    with atomic_path(path) as temporary:
         yield temporary
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
 
 
 def format_box(box):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`, with the same suffix (writers such as
+    OpenCV's pick the format by it); it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
     os.close(handle)
     try:
         yield Path(temporary)
