@@ -6,6 +6,13 @@ import tempfile
 from pathlib import Path
 
 
+def _new_file_mode():
+    """The mode open() gives a new file under the current umask (mkstemp's files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path`, with the same suffix (writers such as
@@ -16,6 +23,7 @@ def atomic_path(path):
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, _new_file_mode())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
