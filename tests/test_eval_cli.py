@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import requires_minilm
 import snlt_fast.cli as snlt_cli
 from snlt_fast.datasets import OTB, NumberedFrames, Video
 from snlt_fast.evaluation import score
@@ -344,6 +345,7 @@ def test_otb99lang_run_passes_the_sentence(shared_data, tmp_path, capsys):
 # --------------------------------------------------------------------------- the SNLT tracker by name
 
 
+@requires_minilm
 def test_snlt_tracker_by_name_with_random_weights(tmp_path, capsys):
     """`--tracker snlt` runs SNLTracker (untrained, so only the mechanics are checked)."""
     root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 3})

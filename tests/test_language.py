@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import skip_without_minilm
 from model_helpers import make_tiny_bert, mean_token_states, write_word_vectors
 
 from snlt_fast.language import LanguageKernels, TransformerEncoder, WordVectorEncoder, build_encoder, minilm_encoder
@@ -23,6 +24,7 @@ def tiny_bert(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def minilm():
+    skip_without_minilm()
     return minilm_encoder()
 
 

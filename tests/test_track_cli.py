@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires_minilm
 from snlt_fast.cli import main
 from snlt_fast.models import build_model, save_checkpoint
 
@@ -70,6 +71,7 @@ def test_tracks_a_frame_folder_and_writes_boxes_and_video(folder, tmp_path, caps
     assert _leftovers(tmp_path) == []
 
 
+@requires_minilm
 def test_tracks_a_video_file_with_a_sentence(tmp_path, capsys):
     video = tmp_path / "in.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))

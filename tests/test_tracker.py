@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from conftest import HAS_CUDA, SHARED_DATA
+from conftest import HAS_CUDA, SHARED_DATA, skip_without_minilm
 from snlt_fast.baselines.published_tracker import PublishedTracker
 from snlt_fast.models import build_model
 from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights, default_config
@@ -41,6 +41,8 @@ def biker():
 
 
 def _model(arch, biker, seed=0):
+    if arch.startswith("snlt"):
+        skip_without_minilm()
     torch.manual_seed(seed)
     frames, box = biker
     return calibrate_random_weights(build_model(arch), frames[0], box, SENTENCE)
