@@ -17,6 +17,7 @@ missing).
 """
 
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Mapping
@@ -51,8 +52,12 @@ def _read(source, map_location, trusted):
     try:
         payload = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as error:  # torch raises several types for a file it cannot read
-        hint = "" if trusted else " (if it pickles more than tensors and you trust it, pass trusted=True)"
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {error}{hint}") from error
+        if isinstance(error, pickle.UnpicklingError) and not trusted:
+            # torch's own text here is a page of advice about torch.load's defaults.
+            reason = "not a checkpoint of tensors only (one you trust that pickles other objects loads with trusted=True)"
+        else:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {reason}") from error
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a state dict")
     return payload
