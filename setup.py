@@ -39,7 +39,7 @@ def _extension():
 
     cuda_home = _find_nvcc() if torch.version.cuda else None
     if cuda_home:
-        # torch.utils.cpp_extension reads these at import time, so set them and reload.
+        # cpp_extension read CUDA_HOME when it was imported: set it there too.
         os.environ.setdefault("CUDA_HOME", cuda_home)
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"]
