@@ -40,8 +40,8 @@ import torch
 from torch import Tensor
 
 from snlt_fast import _backends
+from snlt_fast.ops.xcorr import FLOAT_DTYPES, accumulator_dtype
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Number of running partial sums of the entropy (one per GPU thread of a target's block).
 ENTROPY_LANES = 256
 # Columns of the per-target float32 result of the track op.
@@ -303,7 +303,7 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
     if len(dtypes) != 1:
         raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
     # Half types convert to float32 exactly, so the kernels read float32 or float64 only.
-    kernel_dtype = torch.float64 if cls_vis.dtype == torch.float64 else torch.float32
+    kernel_dtype = accumulator_dtype(cls_vis.dtype)
     prepared = [None if v is None else _as_kernel_input(v, kernel_dtype) for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
     return prepared, _as_kernel_input(anchors, torch.float64)
 
