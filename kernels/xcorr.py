@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from snlt_fast import _backends
+from snlt_fast.ops.xcorr import _output_like, accumulator_dtype
 
 # Fields of a tap-job record.
 TAP_INPUT = tl.constexpr(0)  # data pointers: the tensor read per tap, the kernel, the output
@@ -380,7 +381,7 @@ def _device_table(records, device):
 def _launch_options(dtype):
     return {
         "DTYPE": _TRITON_DTYPES[dtype],
-        "ACC": tl.float64 if dtype == torch.float64 else tl.float32,
+        "ACC": _TRITON_DTYPES[accumulator_dtype(dtype)],
         "num_warps": _GPU_WARPS,  # the interpreter ignores it
         "enable_fp_fusion": False,
     }
@@ -405,10 +406,7 @@ def xcorr_forward_many(searches, kernels):
     device = searches[0].device
     if _interpreted_off_cpu(device):
         return [out.to(device) for out in xcorr_forward_many(_to_cpu(searches), _to_cpu(kernels))]
-    outputs = [
-        s.new_empty((*s.shape[:2], s.shape[2] - k.shape[2] + 1, s.shape[3] - k.shape[3] + 1))
-        for s, k in zip(searches, kernels)
-    ]
+    outputs = [_output_like(s, k) for s, k in zip(searches, kernels)]
     jobs = [(s, k, out) for s, k, out in zip(searches, kernels, outputs) if out.numel() > 0]
     if not jobs:
         return outputs
