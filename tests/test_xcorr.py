@@ -91,6 +91,15 @@ def assert_matches_reference(searches, kernels, backend, generator):
         assert_same_bits(actual, expected)
 
 
+def assert_pairs_match_reference(shapes, dtype, backend_device, seed):
+    """Random (search, kernel) pairs of the given shapes, all in one call, against the reference."""
+    backend, device = backend_device
+    generator = torch.Generator().manual_seed(seed)
+    searches = [random_values(s, dtype, device, generator) for s, _ in shapes]
+    kernels = [random_values(k, dtype, device, generator) for _, k in shapes]
+    assert_matches_reference(searches, kernels, backend, generator)
+
+
 # --------------------------------------------------------------------------- agreement
 
 
@@ -141,26 +150,17 @@ def test_bit_exact_against_reference(backend_device, dtype, data):
 
 
 def test_many_pairs_of_different_shapes(backend_device):
-    backend, device = backend_device
-    generator = torch.Generator().manual_seed(1)
-    small = interpreted(backend, device)
     shapes = [
         ((2, 3, 7, 6), (2, 3, 3, 2)), ((2, 3, 5, 5), (1, 3, 1, 1)), ((1, 5, 4, 9), (1, 5, 4, 1)), ((3, 2, 6, 6), (3, 2))
     ]
-    if not small:
+    if not interpreted(*backend_device):
         shapes.append(((1, 256, 29, 29), (1, 256, 5, 5)))
-    searches = [random_values(s, torch.float32, device, generator) for s, _ in shapes]
-    kernels = [random_values(k, torch.float32, device, generator) for _, k in shapes]
-    assert_matches_reference(searches, kernels, backend, generator)
+    assert_pairs_match_reference(shapes, torch.float32, backend_device, seed=1)
 
 
 def test_more_pairs_than_one_launch_table_holds(backend_device):
-    backend, device = backend_device
-    generator = torch.Generator().manual_seed(2)
     shapes = [((1 + n % 2, 2, 4 + n % 3, 5), (1, 2, 1 + n % 3, 2)) for n in range(21)]
-    searches = [random_values(s, torch.float64, device, generator) for s, _ in shapes]
-    kernels = [random_values(k, torch.float64, device, generator) for _, k in shapes]
-    assert_matches_reference(searches, kernels, backend, generator)
+    assert_pairs_match_reference(shapes, torch.float64, backend_device, seed=2)
 
 
 def test_expanded_inputs_and_gradients(backend_device):
