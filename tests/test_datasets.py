@@ -128,17 +128,20 @@ def test_otb_json_layout(tmp_path):
     assert dataset["Human4-2"].frame_paths[1] == tmp_path / "Human4" / "img" / "0002.jpg"
     assert dataset["Human4-2"].attributes == ("Occlusion",)
 
-    path.write_text('{"A": {"img_names": []}}')
-    with pytest.raises(AnnotationError, match="video A: needs the keys 'gt_rect' and 'img_names'"):
-        OTB(path)
-    path.write_text('{"A": {"img_names": ["a.jpg"], "gt_rect": [[1, 2, 3]]}}')
-    with pytest.raises(AnnotationError, match=r"video A.*shape \(n, 4\)"):
-        OTB(path)
-    path.write_text('{"A": {"img_names": ["a.jpg", "b.jpg"], "gt_rect": [[1, 2, 3, 4]]}}')
-    with pytest.raises(AnnotationError, match="2 frames for 1 boxes"):
-        OTB(path)
-    path.write_text('{\n"A": [1,\n}')
-    with pytest.raises(AnnotationError, match=r"OTB100.json:3: not valid json"):
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"A": {"img_names": []}}', "video A: needs the keys 'gt_rect' and 'img_names'"),
+        ('{"A": {"img_names": ["a.jpg"], "gt_rect": [[1, 2, 3]]}}', r"video A.*shape \(n, 4\)"),
+        ('{"A": {"img_names": ["a.jpg", "b.jpg"], "gt_rect": [[1, 2, 3, 4]]}}', "2 frames for 1 boxes"),
+        ('{\n"A": [1,\n}', r"OTB100.json:3: not valid json"),
+    ],
+)
+def test_otb_malformed_json_names_file_and_video(tmp_path, text, match):
+    path = tmp_path / "OTB100.json"
+    path.write_text(text)
+    with pytest.raises(AnnotationError, match=match):
         OTB(path)
 
 
