@@ -53,20 +53,19 @@ Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, co
   return geometry;
 }
 
-template <typename T>
-Heads<T> head_pointers(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
-                       const OptionalTensor& loc_nl) {
-  return {cls_vis.data_ptr<T>(), cls_nl ? cls_nl->data_ptr<T>() : nullptr, loc_vis.data_ptr<T>(),
-          loc_nl ? loc_nl->data_ptr<T>() : nullptr};
-}
-
-// Runs body(T{}) with T the heads' element type.
+// Runs body(Heads<T>) with T the heads' element type.
 template <typename Body>
-void with_head_type(const at::Tensor& cls_vis, Body body) {
+void with_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                const OptionalTensor& loc_nl, Body body) {
+  auto typed = [&](auto element) {
+    using T = decltype(element);
+    body(Heads<T>{cls_vis.data_ptr<T>(), cls_nl ? cls_nl->data_ptr<T>() : nullptr, loc_vis.data_ptr<T>(),
+                  loc_nl ? loc_nl->data_ptr<T>() : nullptr});
+  };
   if (cls_vis.scalar_type() == at::kDouble) {
-    body(double{});
+    typed(double{});
   } else {
-    body(float{});
+    typed(float{});
   }
 }
 
@@ -81,18 +80,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> aggregate(const at::Tensor& cls_v
   at::Tensor stats = at::empty({g.batch, 4}, options);
   if (g.batch == 0) return {score, box, stats};
   const AggregateOutputs out{score.data_ptr<float>(), box.data_ptr<float>(), stats.data_ptr<float>()};
-  with_head_type(cls_vis, [&](auto element) {
-    using T = decltype(element);
-    const Heads<T> heads = head_pointers<T>(cls_vis, cls_nl, loc_vis, loc_nl);
+  with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
       const c10::cuda::CUDAGuard guard(cls_vis.device());
       const cudaError_t error =
-          aggregate_cuda<T>(heads, anchors.data_ptr<double>(), g, alpha, out, c10::cuda::getCurrentCUDAStream());
+          aggregate_cuda(heads, anchors.data_ptr<double>(), g, alpha, out, c10::cuda::getCurrentCUDAStream());
       TORCH_CHECK(error == cudaSuccess, "postprocess_aggregate launch failed: ", cudaGetErrorString(error));
 #endif
     } else {
-      aggregate_cpu<T>(heads, anchors.data_ptr<double>(), g, alpha, out);
+      aggregate_cpu(heads, anchors.data_ptr<double>(), g, alpha, out);
     }
   });
   return {score, box, stats};
@@ -115,20 +112,18 @@ std::tuple<at::Tensor, at::Tensor> track(const at::Tensor& cls_vis, const Option
   at::Tensor values = at::empty({g.batch, kTrackFields}, cls_vis.options().dtype(at::kFloat));
   if (g.batch == 0) return {index, values};
   const TrackParams params{alpha, penalty_k, window_influence, lr, lr_from_pscore};
-  with_head_type(cls_vis, [&](auto element) {
-    using T = decltype(element);
-    const Heads<T> heads = head_pointers<T>(cls_vis, cls_nl, loc_vis, loc_nl);
+  with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
       const c10::cuda::CUDAGuard guard(cls_vis.device());
-      const cudaError_t error = track_cuda<T>(heads, anchors.data_ptr<double>(), window.data_ptr<double>(),
-                                              target_size.data_ptr<double>(), g, params, index.data_ptr<int64_t>(),
-                                              values.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+      const cudaError_t error = track_cuda(heads, anchors.data_ptr<double>(), window.data_ptr<double>(),
+                                           target_size.data_ptr<double>(), g, params, index.data_ptr<int64_t>(),
+                                           values.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
       TORCH_CHECK(error == cudaSuccess, "postprocess_track launch failed: ", cudaGetErrorString(error));
 #endif
     } else {
-      track_cpu<T>(heads, anchors.data_ptr<double>(), window.data_ptr<double>(), target_size.data_ptr<double>(), g,
-                   params, index.data_ptr<int64_t>(), values.data_ptr<float>());
+      track_cpu(heads, anchors.data_ptr<double>(), window.data_ptr<double>(), target_size.data_ptr<double>(), g,
+                params, index.data_ptr<int64_t>(), values.data_ptr<float>());
     }
   });
   return {index, values};
