@@ -37,11 +37,12 @@ inline double from_bits(uint64_t bits) {
 // scalar calls). Both are accurate to about one ulp, as libm's, torch's and CUDA's
 // are; the float32 outputs do not see such differences (ops/postprocess.py).
 struct VectorMath {
+  // ln 2 split so that n * kLn2High is exact for the |n| <= 1076 used here.
+  static constexpr double kLn2High = 6.93147180369123816490e-01;
+  static constexpr double kLn2Low = 1.90821492927058770002e-10;
+
   static double exp(double x) {
     constexpr double kLog2e = 1.4426950408889634;
-    // ln 2 split so that n * kLn2High is exact for the |n| <= 1076 used here.
-    constexpr double kLn2High = 6.93147180369123816490e-01;
-    constexpr double kLn2Low = 1.90821492927058770002e-10;
     constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
     // Past these bounds the result is inf or 0 anyway; NaN passes both tests unchanged.
     x = x > 710.0 ? 710.0 : x;
@@ -73,8 +74,6 @@ struct VectorMath {
   }
 
   static double log(double x) {
-    constexpr double kLn2High = 6.93147180369123816490e-01;
-    constexpr double kLn2Low = 1.90821492927058770002e-10;
     constexpr double kSqrt2 = 1.4142135623730951;
     constexpr double kSmallestNormal = 2.2250738585072014e-308;
     const bool subnormal = x < kSmallestNormal;
