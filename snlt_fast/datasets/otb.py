@@ -98,10 +98,10 @@ def _annotation_files(folder):
 
 def _sequence_videos(folder):
     videos = []
+    first, digits, ext, image_count = _image_numbering(folder / "img")
+    start = OTB_START_FRAMES.get(folder.name, first)
     for name, box_file in _annotation_files(folder):
         boxes = read_boxes(box_file, "OTB ground truth")
-        first, digits, ext, image_count = _image_numbering(folder / "img")
-        start = OTB_START_FRAMES.get(folder.name, first)
         if image_count is not None and len(boxes) == image_count and start > first:
             # One box for every image although the sequence starts later: keep the annotated span.
             boxes = boxes[start - first :]
