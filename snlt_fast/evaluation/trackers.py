@@ -60,6 +60,8 @@ def _make_snlt(weights, random_weights, device, arch):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         raise ValueError(f"device must be cpu or cuda, got {device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {str(device)!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda: no CUDA GPU is available here")
     if random_weights:
