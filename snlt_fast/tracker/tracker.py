@@ -101,6 +101,9 @@ class SNLTracker:
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a model on a CUDA device, got {self.device}")
         self.cuda_graph = cuda_graph
+        # A device scalar made once: one made per frame would be a synchronising copy
+        # (and cannot be captured in a CUDA graph).
+        self._exemplar_side = torch.tensor(float(model.exemplar_size), dtype=torch.float64, device=self.device)
         self._anchor_cache = {}
         self._graph = None
 
@@ -173,7 +176,7 @@ class SNLTracker:
         instance = config.lost_instance_size if lost else self.model.instance_size
         template_side = self._template_side(self._sizes)
         # As pysot divides: `exemplar / tensor` would multiply by a rounded reciprocal.
-        scale = template_side.new_tensor(float(exemplar)) / template_side
+        scale = self._exemplar_side / template_side
         search_sizes = torch.round(template_side * (instance / exemplar))
         crops = crop_and_resize(frame, self._centers, search_sizes, instance, self._fill)
         with self._model_backend():
@@ -224,7 +227,7 @@ class SNLTracker:
 
     def _mixed_step(self, frame):
         """Some targets lost: one batched step per mode in use, each target keeping its own mode's result."""
-        lost = torch.tensor(self._lost, device=self.device)[:, None]
+        lost = torch.tensor(self._lost)[:, None].to(self.device, non_blocking=True)  # no stream sync
         steps = {mode: self._step(frame, lost=mode) for mode in set(self._lost)}
         stable, lost_step = steps.get(False), steps.get(True)
         if stable is None:
