@@ -9,16 +9,15 @@ enable_fp_fusion=False: a fused multiply-add would round once where the contract
 Float64 scalars travel as their int64 bit patterns: Triton would pass a Python float as float32.
 """
 
-import contextlib
 import struct
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
 from snlt_fast import _backends
+from snlt_fast.kernels._launch import interpreted_off_cpu, launch_context
 from snlt_fast.ops.postprocess import ENTROPY_LANES, TRACK_FIELDS
 
 _LOG2_LANES = ENTROPY_LANES.bit_length() - 1
@@ -271,20 +270,6 @@ def _launch_options(has_nl):
     return options
 
 
-def _device_guard(device):
-    """Triton launches on the current CUDA device: make it the tensors' one. The
-    interpreter evaluates with numpy, which would warn where the contract overflows to
-    inf or makes NaN on purpose (exp of large deltas, NaN inputs)."""
-    if device.type == "cuda":
-        return torch.cuda.device(device)
-    return np.errstate(all="ignore") if _backends.triton_interpreted() else contextlib.nullcontext()
-
-
-def _interpreted_off_cpu(device):
-    """The interpreter reads memory on the host: it can only run on CPU tensors."""
-    return _backends.triton_interpreted() and device.type != "cpu"
-
-
 def _on_cpu(tensors):
     return [None if t is None else t.cpu() for t in tensors]
 
@@ -292,7 +277,7 @@ def _on_cpu(tensors):
 def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
     """(score [B,A,H,W], box [B,4,A,H,W], stats [B,4]) float32, in one launch."""
     device = cls_vis.device
-    if _interpreted_off_cpu(device):
+    if interpreted_off_cpu(device):
         outputs = dynamic_aggregate(*_on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors)), alpha)
         return tuple(out.to(device) for out in outputs)
     batch, channels, height, width = cls_vis.shape
@@ -303,7 +288,7 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
     if batch == 0:
         return score, box, stats
     has_nl = cls_nl is not None
-    with _device_guard(device):
+    with launch_context(device):
         _aggregate_kernel[(batch,)](
             cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors,
             score, box, stats, anchor_num * height * width, _float64_bits(alpha),
@@ -318,7 +303,7 @@ def track_postprocess(
 ):  # fmt: skip
     """(index int64 [B], values float32 [B, len(TRACK_FIELDS)]), in one launch."""
     device = cls_vis.device
-    if _interpreted_off_cpu(device):
+    if interpreted_off_cpu(device):
         tensors = _on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size))
         outputs = track_postprocess(*tensors, alpha, penalty_k, window_influence, lr, lr_from_pscore)
         return tuple(out.to(device) for out in outputs)
@@ -328,7 +313,7 @@ def track_postprocess(
     if batch == 0:
         return index, values
     has_nl = cls_nl is not None
-    with _device_guard(device):
+    with launch_context(device):
         _track_kernel[(batch,)](
             cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors, window,
             target_size, index, values, channels // 2 * height * width,

@@ -21,7 +21,6 @@ grad-search tap jobs. Every launch passes enable_fp_fusion=False: a fused multip
 round once where the contract rounds twice.
 """
 
-import contextlib
 from collections import OrderedDict
 
 import torch
@@ -29,6 +28,7 @@ import triton
 import triton.language as tl
 
 from snlt_fast import _backends
+from snlt_fast.kernels._launch import interpreted_off_cpu, launch_context
 from snlt_fast.ops.xcorr import _output_like, accumulator_dtype
 
 # Fields of a tap-job record.
@@ -387,16 +387,6 @@ def _launch_options(dtype):
     }
 
 
-def _device_guard(device):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _interpreted_off_cpu(device):
-    """The interpreter dereferences table pointers on the host: it can only read CPU tensors."""
-    return _backends.triton_interpreted() and device.type != "cpu"
-
-
 def _to_cpu(tensors):
     return [t.cpu() for t in tensors]
 
@@ -404,7 +394,7 @@ def _to_cpu(tensors):
 def xcorr_forward_many(searches, kernels):
     """Depth-wise cross-correlation of every (search, kernel) pair, in one launch."""
     device = searches[0].device
-    if _interpreted_off_cpu(device):
+    if interpreted_off_cpu(device):
         return [out.to(device) for out in xcorr_forward_many(_to_cpu(searches), _to_cpu(kernels))]
     outputs = [_output_like(s, k) for s, k in zip(searches, kernels)]
     jobs = [(s, k, out) for s, k, out in zip(searches, kernels, outputs) if out.numel() > 0]
@@ -413,7 +403,7 @@ def xcorr_forward_many(searches, kernels):
     block_c, block_p = _tap_blocks([out for _, _, out in jobs])
     records, programs = _tap_records(jobs, block_c, block_p)
     one_by_one = all(k.shape[2] == 1 and k.shape[3] == 1 for _, k, _ in jobs)
-    with _device_guard(device):
+    with launch_context(device):
         _forward_kernel[(programs,)](
             _device_table(records, device), len(jobs),
             ONE_BY_ONE=one_by_one, BLOCK_C=block_c, BLOCK_P=block_p,
@@ -425,7 +415,7 @@ def xcorr_forward_many(searches, kernels):
 def xcorr_backward_many(grads, searches, kernels, need_search, need_kernel):
     """(grad_searches, grad_kernels) of every pair, each an empty list when not needed, in one launch."""
     device = searches[0].device
-    if _interpreted_off_cpu(device):
+    if interpreted_off_cpu(device):
         grad_searches, grad_kernels = xcorr_backward_many(
             _to_cpu(grads), _to_cpu(searches), _to_cpu(kernels), need_search, need_kernel
         )
@@ -443,7 +433,7 @@ def xcorr_backward_many(grads, searches, kernels, need_search, need_kernel):
     grad_kernel_records, grad_kernel_programs = _grad_kernel_records(grad_kernel_jobs, block_l)
     tap_records, programs = _tap_records(tap_jobs, block_c, block_p, grad_kernel_programs)
     one_by_one = all(k.shape[2] == 1 and k.shape[3] == 1 for _, k, _ in tap_jobs)
-    with _device_guard(device):
+    with launch_context(device):
         _backward_kernel[(programs,)](
             _device_table(grad_kernel_records + tap_records, device),
             len(grad_kernel_jobs), grad_kernel_programs, len(grad_kernel_records), len(tap_jobs),
