@@ -14,6 +14,7 @@ sentence is encoded once, on its own (so its embedding does not depend on the ba
 came in), and cached. `unfreeze()` makes the encoder trainable and bypasses the cache.
 """
 
+import abc
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ from torch import nn
 MINILM = "minilm"
 
 
-class SentenceEncoder(nn.Module):
+class SentenceEncoder(nn.Module, metaclass=abc.ABCMeta):
     """Base class: `encode(sentences) -> [B, dim]`, with the per-sentence cache and freezing."""
 
     dim: int
@@ -38,13 +39,13 @@ class SentenceEncoder(nn.Module):
         self._cache = {}
         self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
+    @abc.abstractmethod
     def embed(self, sentences):
-        """[len(sentences), dim] embeddings, computed now (no cache); subclasses implement it."""
-        raise NotImplementedError
+        """[len(sentences), dim] embeddings, computed now (no cache)."""
 
+    @abc.abstractmethod
     def config(self):
         """A plain dict from which `build_encoder` rebuilds this encoder."""
-        raise NotImplementedError
 
     def encode(self, sentences):
         sentences = check_sentences(sentences, "sentences")

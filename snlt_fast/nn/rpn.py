@@ -11,6 +11,7 @@ correlations, the heads), so that a tracker pays only for the search side per fr
 every correlation of one frame goes through a single `correlate` call.
 """
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -67,14 +68,16 @@ class TemplateKernels:
         return self.cls[0].shape[0]
 
 
-class _LevelsHead(Correlating, nn.Module):
+class _LevelsHead(Correlating, nn.Module, metaclass=abc.ABCMeta):
     """The template/track split shared by the one-level and the multi-level heads."""
 
+    @abc.abstractmethod
     def levels(self):
-        raise NotImplementedError
+        """The SNLRPN levels of this head, in feature order."""
 
+    @abc.abstractmethod
     def fuse(self, name, per_level):
-        raise NotImplementedError
+        """One output `name` from its per-level predictions."""
 
     def _as_levels(self, features, argument):
         levels = self.levels()
