@@ -23,6 +23,16 @@ def randomize_batchnorm(module, generator=None):
     return module
 
 
+
+def randomized(module):
+    """`module` in eval mode with random BN statistics and its heads' level weights away from uniform."""
+    randomize_batchnorm(module)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.endswith("_weight"):  # cls_weight, nl_loc_weight, ...: the level-fusion weights
+                parameter.normal_()
+    return module.eval()
+
 def pysot_xcorr(search, kernel):
     """pysot.core.xcorr.xcorr_depthwise, restated."""
     batch, channels = kernel.shape[:2]

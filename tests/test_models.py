@@ -4,7 +4,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_helpers import FAST_BACKENDS, assert_close_outputs, assert_equal_outputs, randomize_batchnorm, write_word_vectors
+from model_helpers import (
+    FAST_BACKENDS,
+    assert_close_outputs,
+    assert_equal_outputs,
+    randomize_batchnorm,
+    randomized,
+    write_word_vectors,
+)
 
 from snlt_fast.models import AdjustAllLayer, AlexNetLegacy, ResNet50Atrous, SNLT, build_model
 from snlt_fast.models.backbones import SeparableMaxPool2d
@@ -39,13 +46,7 @@ def word_vectors(tmp_path_factory):
 
 def random_model(seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = SNLT(**kwargs)
-    randomize_batchnorm(model)
-    with torch.no_grad():
-        for name, parameter in model.rpn_head.named_parameters():
-            if name.endswith("_weight"):
-                parameter.normal_()
-    return model.eval()
+    return randomized(SNLT(**kwargs))
 
 
 def crops(batch, size, seed=0):

@@ -10,7 +10,7 @@ from model_helpers import (
     assert_equal_outputs,
     depthwise_xcorr,
     multi_level,
-    randomize_batchnorm,
+    randomized,
     snl_level,
 )
 
@@ -52,13 +52,7 @@ def state_shapes(module):
 
 def random_head(head_class, *args, seed=0, **kwargs):
     torch.manual_seed(seed)
-    head = head_class(*args, **kwargs)
-    randomize_batchnorm(head)
-    with torch.no_grad():
-        for name, parameter in head.named_parameters():
-            if name.endswith("_weight"):  # level weights: away from uniform
-                parameter.normal_()
-    return head.eval()
+    return randomized(head_class(*args, **kwargs))
 
 
 def level_inputs(batch, channels, template, search, levels, seed=0, template_batch=None):
