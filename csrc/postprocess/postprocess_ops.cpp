@@ -22,6 +22,13 @@ using OptionalTensor = std::optional<at::Tensor>;
 
 // ops/postprocess.py validates user input with friendly messages; these checks stop a
 // direct torch.ops call from handing the kernels memory they would misread.
+void check_float64(const at::Tensor& value, at::IntArrayRef shape, const char* name, const at::Tensor& cls_vis) {
+  TORCH_CHECK(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
+  TORCH_CHECK(value.scalar_type() == at::kDouble, name, " must be float64, got ", value.scalar_type());
+  TORCH_CHECK(value.device() == cls_vis.device(), name, " must be on the device of cls_vis");
+  TORCH_CHECK(value.is_contiguous(), name, " must be contiguous");
+}
+
 Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
                      const OptionalTensor& loc_nl, const at::Tensor& anchors) {
   TORCH_CHECK(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0,
@@ -43,13 +50,7 @@ Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, co
     check_head(*cls_nl, cls_vis.sizes(), "cls_nl");
     check_head(*loc_nl, loc_shape, "loc_nl");
   }
-  auto check_float64 = [&](const at::Tensor& value, at::IntArrayRef shape, const char* name) {
-    TORCH_CHECK(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
-    TORCH_CHECK(value.scalar_type() == at::kDouble, name, " must be float64, got ", value.scalar_type());
-    TORCH_CHECK(value.device() == cls_vis.device(), name, " must be on the device of cls_vis");
-    TORCH_CHECK(value.is_contiguous(), name, " must be contiguous");
-  };
-  check_float64(anchors, {4, geometry.anchor_num, geometry.height, geometry.width}, "anchors");
+  check_float64(anchors, {4, geometry.anchor_num, geometry.height, geometry.width}, "anchors", cls_vis);
   return geometry;
 }
 
@@ -102,12 +103,8 @@ std::tuple<at::Tensor, at::Tensor> track(const at::Tensor& cls_vis, const Option
                                          const at::Tensor& target_size, double alpha, double penalty_k,
                                          double window_influence, double lr, bool lr_from_pscore) {
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
-  TORCH_CHECK(window.sizes() == at::IntArrayRef({g.anchor_num, g.height, g.width}) &&
-                  window.scalar_type() == at::kDouble && window.is_contiguous() && window.device() == cls_vis.device(),
-              "window must be a contiguous float64 [A, H, W] tensor on the device of cls_vis");
-  TORCH_CHECK(target_size.sizes() == at::IntArrayRef({g.batch, 2}) && target_size.scalar_type() == at::kDouble &&
-                  target_size.is_contiguous() && target_size.device() == cls_vis.device(),
-              "target_size must be a contiguous float64 [B, 2] tensor on the device of cls_vis");
+  check_float64(window, {g.anchor_num, g.height, g.width}, "window", cls_vis);
+  check_float64(target_size, {g.batch, 2}, "target_size", cls_vis);
   at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
   at::Tensor values = at::empty({g.batch, kTrackFields}, cls_vis.options().dtype(at::kFloat));
   if (g.batch == 0) return {index, values};
