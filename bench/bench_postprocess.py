@@ -81,6 +81,16 @@ def aggregate_implementations(device):
     )
 
 
+def time_implementation(benchmark, group, implementation, device):
+    """Label and time one (impl name, function, is the baseline) of `implementations`."""
+    impl, fn, is_baseline = implementation
+    benchmark.group = group
+    benchmark.extra_info["impl"] = impl
+    if is_baseline:
+        benchmark.extra_info["baseline"] = True
+    benchmark(synchronized(fn, device))
+
+
 TRACK_PARAMS = [
     pytest.param(device, case, impl_index, id=f"{device}-{case[0]}-{impl_index}")
     for device in DEVICES
@@ -92,12 +102,8 @@ TRACK_PARAMS = [
 @pytest.mark.parametrize("device, case, impl_index", TRACK_PARAMS)
 def test_track_postprocess(benchmark, device, case, impl_index):
     name, scales, size, batch, nl, params = case
-    impl, fn, is_baseline = track_implementations(device, scales, size, batch, nl, params)[impl_index]
-    benchmark.group = f"track_postprocess {name} ({device} tensors)"
-    benchmark.extra_info["impl"] = impl
-    if is_baseline:
-        benchmark.extra_info["baseline"] = True
-    benchmark(synchronized(fn, device))
+    implementation = track_implementations(device, scales, size, batch, nl, params)[impl_index]
+    time_implementation(benchmark, f"track_postprocess {name} ({device} tensors)", implementation, device)
 
 
 @pytest.mark.parametrize(
@@ -105,9 +111,5 @@ def test_track_postprocess(benchmark, device, case, impl_index):
     [(device, k) for device in DEVICES for k in range(2 + len(fast_backends(device)))],
 )
 def test_dynamic_aggregate(benchmark, device, impl_index):
-    impl, fn, is_baseline = aggregate_implementations(device)[impl_index]
-    benchmark.group = f"dynamic_aggregate SNLT A=15 S=25 B=1 ({device} tensors)"
-    benchmark.extra_info["impl"] = impl
-    if is_baseline:
-        benchmark.extra_info["baseline"] = True
-    benchmark(synchronized(fn, device))
+    implementation = aggregate_implementations(device)[impl_index]
+    time_implementation(benchmark, f"dynamic_aggregate SNLT A=15 S=25 B=1 ({device} tensors)", implementation, device)
