@@ -1,7 +1,6 @@
 """Trackers by name for `snlt eval run`: "snlt", or any factory as "module:function"."""
 
 import importlib
-from pathlib import Path
 
 BUILTIN_TRACKERS = ("snlt",)
 
@@ -50,30 +49,10 @@ def make_tracker(spec, weights=None, random_weights=False, device=None, arch=Non
 def _make_snlt(weights, random_weights, device, arch):
     if weights is None and not random_weights:
         raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
-    import torch
+    from snlt_fast.models import open_model, resolve_device
 
-    from snlt_fast.models import ARCHS, CheckpointError, build_model, load_checkpoint
-
-    if arch is not None and arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
-    try:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise ValueError(f"device must be cpu or cuda, got {device!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {str(device)!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: no CUDA GPU is available here")
-    if random_weights:
-        torch.manual_seed(0)
-        return _SNLTAdapter(build_model(arch or "snlt_r50").to(device), calibrate=True)
-    if not Path(weights).is_file():
-        raise ValueError(f"weights {weights} does not exist or is not a file")
-    try:
-        model = load_checkpoint(str(weights), arch).to(device)
-    except (CheckpointError, ValueError) as error:
-        raise ValueError(f"weights {weights}: {error}") from None
-    return _SNLTAdapter(model, calibrate=False)
+    model = open_model(weights, arch=arch, device=resolve_device(device))
+    return _SNLTAdapter(model, calibrate=random_weights)
 
 
 class _SNLTAdapter:

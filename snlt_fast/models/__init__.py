@@ -1,7 +1,7 @@
 """The SNLT network and its parts: backbones, neck, model, checkpoints."""
 
 from snlt_fast.models.backbones import AlexNetLegacy, ResNet50Atrous
-from snlt_fast.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from snlt_fast.models.checkpoints import CheckpointError, load_checkpoint, open_model, resolve_device, save_checkpoint
 from snlt_fast.models.neck import AdjustAllLayer, AdjustLayer
 from snlt_fast.models.snlt import ARCHS, SNLT, build_model
 
@@ -15,5 +15,7 @@ __all__ = [
     "SNLT",
     "build_model",
     "load_checkpoint",
+    "open_model",
+    "resolve_device",
     "save_checkpoint",
 ]

@@ -19,13 +19,13 @@ missing).
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from snlt_fast.models.snlt import ARCHS, SNLT
+from snlt_fast._files import atomic_path
+from snlt_fast.models.snlt import ARCHS, SNLT, build_model
 
 FORMAT = "snlt_fast"
 FORMAT_VERSION = 1
@@ -284,12 +284,41 @@ def save_checkpoint(model, path):
         "state_dict": {key: value.detach().cpu() for key, value in state.items()},
     }
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
     return path
+
+
+# --------------------------------------------------------------------------- for command-line tools
+
+
+def resolve_device(name):
+    """torch.device for a user's `name` (cpu or cuda; None: cuda when a GPU is visible)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu or cuda, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA GPU is available here")
+    return device
+
+
+def open_model(weights, *, arch=None, language=None, device="cpu"):
+    """The model a user names: loaded from `weights`, or built with random weights
+    (seeded, so runs repeat) when `weights` is None. Errors are one-line ValueErrors
+    that name the argument."""
+    if arch is not None and arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+    if weights is None:
+        torch.manual_seed(0)
+        return build_model(arch or "snlt_r50").to(device)
+    if not Path(weights).is_file():
+        raise ValueError(f"weights {weights} does not exist or is not a file")
+    try:
+        return load_checkpoint(str(weights), arch, language=language).to(device)
+    except (CheckpointError, ValueError) as error:
+        raise ValueError(f"weights {weights}: {' '.join(str(error).split())}") from None

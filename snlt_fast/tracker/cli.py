@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from snlt_fast._backends import BACKENDS, resolve_backend
 from snlt_fast.cli import CommandError
 from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
@@ -111,37 +109,25 @@ def _check_boxes_in_frame(targets, frame):
 
 
 def _device(name):
+    from snlt_fast.models import resolve_device
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"--device must be cpu or cuda, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError("--device cuda: no CUDA GPU is available here")
-    if device.type not in ("cpu", "cuda"):
-        raise CommandError(f"--device must be cpu or cuda, got {name!r}")
-    return device
+        return resolve_device(name)
+    except ValueError as error:
+        raise CommandError(f"--{error}") from None
 
 
 def _model(args, device):
-    from snlt_fast.models import ARCHS, CheckpointError, build_model, load_checkpoint
+    from snlt_fast.models import open_model
 
-    if args.arch is not None and args.arch not in ARCHS:
-        raise CommandError(f"--arch must be one of {', '.join(ARCHS)}; got {args.arch!r}")
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-        torch.manual_seed(0)
-        return build_model(args.arch or "snlt_r50").to(device)
-    if args.weights is None:
+    elif args.weights is None:
         raise CommandError("give --weights FILE (or --random-weights to measure speed with an untrained network)")
-    if not args.weights.is_file():
-        raise CommandError(f"--weights {args.weights} does not exist or is not a file")
-    language = args.language
     try:
-        return load_checkpoint(str(args.weights), args.arch, language=language).to(device)
-    except (CheckpointError, ValueError) as error:
-        raise CommandError(f"--weights {args.weights}: {_one_line(error)}") from None
-    except Exception as error:  # torch.load's unpickling errors have no common base class
-        raise CommandError(f"--weights {args.weights} is not a readable checkpoint ({_one_line(error)})") from None
+        return open_model(args.weights, arch=args.arch, language=args.language, device=device)
+    except ValueError as error:
+        raise CommandError(f"--{error}") from None
 
 
 def _one_line(error):
