@@ -17,6 +17,12 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def one_line(error):
+    """An exception's message on one line (KeyError's str() would add quotes; some messages span lines)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split())
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="snlt", description="Siamese Natural Language Tracker, fast and exact.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -31,7 +37,7 @@ def main(argv=None):
     try:
         return args.run(args)
     except CommandError as error:
-        print(f"snlt {args.command}: error: {error}", file=sys.stderr)
+        print(f"snlt {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"snlt {args.command}: interrupted", file=sys.stderr)

@@ -51,35 +51,29 @@ def _dataset_arguments(parser):
 
 
 def _open(args):
-    from snlt_fast.cli import CommandError
+    from snlt_fast.cli import CommandError, one_line
 
     try:
         return open_dataset(args.dataset, args.root, args.split, args.names)
     except USER_ERRORS as error:
-        raise CommandError(_message(error)) from None
-
-
-def _message(error):
-    """The error as one line (KeyError's str() would add quotes; some messages span lines)."""
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(str(text).split())
+        raise CommandError(one_line(error)) from None
 
 
 def run_command(args):
-    from snlt_fast.cli import CommandError
+    from snlt_fast.cli import CommandError, one_line
     from snlt_fast.evaluation.runner import TrackerOutputError, parse_shard, run_tracker
     from snlt_fast.evaluation.trackers import make_tracker, tracker_label
 
     try:
         shard = parse_shard(args.shard)
     except ValueError as error:
-        raise CommandError(_message(error)) from None
+        raise CommandError(one_line(error)) from None
     dataset = _open(args)
     results = args.results or Path("results") / args.dataset / tracker_label(args.tracker)
     try:
         tracker = make_tracker(args.tracker, args.weights, args.random_weights, args.device, args.arch)
     except ValueError as error:
-        raise CommandError(_message(error)) from None
+        raise CommandError(one_line(error)) from None
     if args.random_weights:
         from snlt_fast.tracker.cli import RANDOM_WEIGHTS_WARNING
 
@@ -87,7 +81,7 @@ def run_command(args):
     try:
         summary = run_tracker(tracker, dataset, results, shard, resume=not args.restart, progress=not args.no_progress)
     except (TrackerOutputError, FileNotFoundError) as error:
-        raise CommandError(_message(error)) from None
+        raise CommandError(one_line(error)) from None
     fps = f", {summary.fps:.3g} fps" if summary.fps is not None else ""
     print(
         f"{dataset.name} shard {shard[0]}/{shard[1]}: tracked {len(summary.finished)} videos ({summary.frames} frames{fps}), "
@@ -97,7 +91,7 @@ def run_command(args):
 
 
 def score_command(args):
-    from snlt_fast.cli import CommandError
+    from snlt_fast.cli import CommandError, one_line
     from snlt_fast.evaluation.report import format_table, plot_all
     from snlt_fast.evaluation.scoring import score
 
@@ -108,7 +102,7 @@ def score_command(args):
     try:
         reports = [score(dataset, path, average=args.average) for path in args.results]
     except USER_ERRORS as error:
-        raise CommandError(_message(error)) from None
+        raise CommandError(one_line(error)) from None
     print(f"{dataset.name}: {len(dataset)} videos, {dataset.num_frames} frames (OPE, {args.average} average)")
     print(format_table(reports, attributes=args.attributes))
     if args.json is not None:

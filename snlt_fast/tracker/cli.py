@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from snlt_fast._backends import BACKENDS, resolve_backend
-from snlt_fast.cli import CommandError
+from snlt_fast.cli import CommandError, one_line
 from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
 
 RANDOM_WEIGHTS_WARNING = (
@@ -130,10 +130,6 @@ def _model(args, device):
         raise CommandError(f"--{error}") from None
 
 
-def _one_line(error):
-    return " ".join(str(error).split())
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -178,7 +174,7 @@ def run(args):
         try:
             resolve_backend(args.backend, device)
         except ValueError as error:
-            raise CommandError(f"--backend {args.backend}: {_one_line(error)}") from None
+            raise CommandError(f"--backend {args.backend}: {one_line(error)}") from None
     try:
         source = open_source(args.source)
     except SourceError as error:
