@@ -97,12 +97,45 @@ SNLT_ALWAYS_INLINE void balanced_tiles(int64_t count, const Tile& tile) {
 
 constexpr int kTileSums = 8;  // independent sums per tile: enough to keep both FP ports busy
 
-// Over rows of vectors: dst[y][x] = +0, then += src[y * src_row_stride + x * lanes +
-// offsets[t]] * weights[t] (one weight per lane) for t in order, for y < rows and
-// x < cols. Grad search: channels-last rows (lanes = channels); forward: the flattened
-// plane as one row (lanes = consecutive positions, every lane with the same weights).
+// Forward over a flattened plane: dst[n] = +0, then += src[n + offsets[t]] * weights[t]
+// for t in order, for n < vectors * lanes.
 template <typename Acc>
 struct CorrelateJob {
+  const Acc* src;
+  const int64_t* offsets;
+  const Acc* weights;
+  int64_t taps;
+  int64_t vectors;
+  Acc* dst;
+};
+
+template <typename Acc, int BYTES>
+struct FlatTile {
+  const CorrelateJob<Acc>& job;
+  template <int N>
+  SNLT_ALWAYS_INLINE void run(int64_t first) const {
+    constexpr int64_t L = kLanes<Acc, BYTES>;
+    Vec<Acc, BYTES> acc[N] = {};  // +0
+    const Acc* origin = job.src + first * L;
+    for (int64_t t = 0; t < job.taps; ++t) {
+      const Acc* tap = origin + job.offsets[t];
+      const Acc weight = job.weights[t];
+      for (int v = 0; v < N; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
+    }
+    for (int v = 0; v < N; ++v) store<Acc, BYTES>(job.dst + (first + v) * L, acc[v]);
+  }
+};
+
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
+  balanced_tiles<kTileSums>(job.vectors, FlatTile<Acc, BYTES>{job});
+}
+
+// Grad search over channels-last rows (lanes = channels): dst[y][x] = +0, then
+// += src[y * src_row_stride + x * lanes + offsets[t]] * weights[t] (one weight per lane)
+// for t in order, for y < rows and x < cols.
+template <typename Acc>
+struct LaneCorrelateJob {
   const Acc* src;
   int64_t src_row_stride;
   const int64_t* offsets;
@@ -113,7 +146,7 @@ struct CorrelateJob {
 
 template <typename Acc, int BYTES>
 struct LaneTile {
-  const CorrelateJob<Acc>& job;
+  const LaneCorrelateJob<Acc>& job;
   int64_t row;
   template <int N>
   SNLT_ALWAYS_INLINE void run(int64_t first) const {
@@ -130,7 +163,7 @@ struct LaneTile {
 };
 
 template <typename Acc, int BYTES>
-SNLT_ALWAYS_INLINE void correlate(const CorrelateJob<Acc>& job) {
+SNLT_ALWAYS_INLINE void correlate_lanes(const LaneCorrelateJob<Acc>& job) {
   for (int64_t row = 0; row < job.rows; ++row) balanced_tiles<kTileSums>(job.cols, LaneTile<Acc, BYTES>{job, row});
 }
 
@@ -244,6 +277,7 @@ SNLT_ALWAYS_INLINE void transpose_group(const TransposeJob<Acc>& job) {
 // One copy per instruction set, each with vectors of its register width.
 #define SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, ACC)                                                              \
   TARGET void correlate_##NAME(const CorrelateJob<ACC>& job) { correlate<ACC, BYTES>(job); }                      \
+  TARGET void correlate_lanes_##NAME(const LaneCorrelateJob<ACC>& job) { correlate_lanes<ACC, BYTES>(job); }      \
   TARGET void chains_##NAME(const ChainJob<ACC>& job) { chains<ACC, BYTES>(job); }                                 \
   TARGET void to_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, true>(job); }   \
   TARGET void from_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, false>(job); }
@@ -261,6 +295,7 @@ template <typename Acc, int BYTES>
 struct SimdKernels {
   static constexpr int bytes = BYTES;
   void (*correlate)(const CorrelateJob<Acc>&);
+  void (*correlate_lanes)(const LaneCorrelateJob<Acc>&);
   void (*chains)(const ChainJob<Acc>&);
   void (*to_channels_last)(const TransposeJob<Acc>&);
   void (*from_channels_last)(const TransposeJob<Acc>&);
@@ -287,13 +322,14 @@ template <typename Acc, typename Fn>
 void with_simd_kernels(const Fn& fn) {
   switch (chosen_isa()) {
     case Isa::Avx512:
-      return fn(SimdKernels<Acc, 64>{correlate_avx512, chains_avx512, to_channels_last_avx512,
-                                     from_channels_last_avx512});
+      return fn(SimdKernels<Acc, 64>{correlate_avx512, correlate_lanes_avx512, chains_avx512,
+                                     to_channels_last_avx512, from_channels_last_avx512});
     case Isa::Avx2:
-      return fn(SimdKernels<Acc, 32>{correlate_avx2, chains_avx2, to_channels_last_avx2, from_channels_last_avx2});
+      return fn(SimdKernels<Acc, 32>{correlate_avx2, correlate_lanes_avx2, chains_avx2, to_channels_last_avx2,
+                                     from_channels_last_avx2});
     case Isa::Generic:
-      return fn(SimdKernels<Acc, 16>{correlate_generic, chains_generic, to_channels_last_generic,
-                                     from_channels_last_generic});
+      return fn(SimdKernels<Acc, 16>{correlate_generic, correlate_lanes_generic, chains_generic,
+                                     to_channels_last_generic, from_channels_last_generic});
   }
 }
 
@@ -425,12 +461,11 @@ struct Planes {
     return static_cast<T*>(p.grad_search) + (b * p.channels + c) * p.height * p.width;
   }
 
-  // The kernel's taps in row-major order, as accumulator-type weights, each `copies` times.
-  static Acc* load_weights(const Pair& p, const T* kernel, int64_t copies, Acc* weights) {
+  // The kernel's taps in row-major order, as accumulator-type weights.
+  static Acc* load_weights(const Pair& p, const T* kernel, Acc* weights) {
     for (int64_t i = 0; i < p.kernel_h; ++i)
       for (int64_t j = 0; j < p.kernel_w; ++j)
-        std::fill_n(weights + (i * p.kernel_w + j) * copies, copies,
-                    static_cast<Acc>(kernel[i * p.kernel_stride[2] + j * p.kernel_stride[3]]));
+        weights[i * p.kernel_w + j] = static_cast<Acc>(kernel[i * p.kernel_stride[2] + j * p.kernel_stride[3]]);
     return weights;
   }
 
@@ -476,10 +511,9 @@ struct Planes {
     int64_t* offsets = sized(scratch.flat_offsets, kh * kw);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = i * p.width + j;
-    // Each lane is its own output position: every lane of a tap's weights is the same.
-    const Acc* weights = load_weights(p, kernel, L, sized(scratch.flat_weights, kh * kw * L));
+    const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
     Acc* sums = sized(scratch.flat_sums, vectors * L);
-    simd.correlate({flat, 0, offsets, weights, kh * kw, 1, vectors, sums});
+    simd.correlate({flat, offsets, weights, kh * kw, vectors, sums});
     store_rounded(sums, p.width, out_h, out_w, out);
   }
 
@@ -496,7 +530,7 @@ struct Planes {
       return scale_plane(grad, gs[2], gs[3], out_h, out_w, static_cast<Acc>(kernel[0]), grad_search);
     }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
-    const Acc* weights = load_weights(p, kernel, 1, sized(scratch.flat_weights, kh * kw));
+    const Acc* weights = load_weights(p, kernel, sized(scratch.flat_weights, kh * kw));
     for (int64_t y = 0; y < p.height; ++y) {
       for (int64_t x = 0; x < p.width; ++x) {
         Acc sum = 0;
@@ -546,7 +580,7 @@ struct Planes {
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * border_row_stride + (kw - 1 - j) * L;
     Acc* sums = sized(scratch.grad_search, p.height * p.width * L);
-    simd.correlate({grad_border, border_row_stride, offsets, weights, taps, p.height, p.width, sums});
+    simd.correlate_lanes({grad_border, border_row_stride, offsets, weights, taps, p.height, p.width, sums});
     T* out = grad_search_plane(p, b, c0);
     const int64_t plane = p.height * p.width;
     if constexpr (std::is_same_v<T, Acc>) {
