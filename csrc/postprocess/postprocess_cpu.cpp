@@ -1,12 +1,15 @@
-// CPU kernels of dynamic_aggregate and track_postprocess: cells vectorized, float64
-// arithmetic as in postprocess_math.h. One thread: at tracking shapes a frame's work
-// is ~100 us, which OpenMP's wake-up and spin-waiting cost more than they save on a
-// machine whose cores are busy with the network (measured: 2 threads 3-7x slower there).
+// CPU kernels of dynamic_aggregate and track_postprocess: float64 arithmetic as in
+// postprocess_math.h, cells vectorized and, from 2 x kCellsPerThread cells on, split
+// between torch's threads (the network that ran just before leaves them awake). Each
+// reduction keeps the contract's order: per-cell entropy terms are summed in lane order
+// afterwards, and the argmax's order is a strict total order (ranks_before).
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
+
+#include <ATen/Parallel.h>
 
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
@@ -114,36 +117,55 @@ struct VectorMath {
   }
 };
 
-// A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and
-// their entropies (contract order). The NL head shares the visual head's loop: two
-// independent chains per cell, both computed before either is stored, keep more of
+// Cells [begin, end) of a target's heads: probabilities into p_vis (and p_nl when kNl)
+// and entropy terms into term_vis (term_nl). The NL head shares the visual head's loop:
+// two independent chains per cell, both computed before either is stored, keep more of
 // the vector units busy (~15% faster than one head per loop).
 template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double* p_vis,
-                                            double* p_nl, double* entropy) {
-  double lanes_vis[kEntropyLanes] = {}, lanes_nl[kEntropyLanes] = {};
+SNLT_VECTOR_TARGETS void head_cells(const T* cls_vis, const T* cls_nl, int64_t cells, int64_t begin, int64_t end,
+                                    double* p_vis, double* p_nl, double* term_vis, double* term_nl) {
+#pragma omp simd
+  for (int64_t n = begin; n < end; ++n) {
+    const double vis = foreground_probability<VectorMath>(cls_vis[n], cls_vis[cells + n]);
+    const double nl = kNl ? foreground_probability<VectorMath>(cls_nl[n], cls_nl[cells + n]) : 0.0;
+    p_vis[n] = vis;
+    if constexpr (kNl) p_nl[n] = nl;
+    term_vis[n] = entropy_term<VectorMath>(vis);
+    if constexpr (kNl) term_nl[n] = entropy_term<VectorMath>(nl);
+  }
+}
+
+// -(the sum of terms[cells]) in the contract's order.
+SNLT_VECTOR_TARGETS double entropy_of(const double* terms, int64_t cells) {
+  double lanes[kEntropyLanes] = {};
   for (int64_t start = 0; start < cells; start += kEntropyLanes) {
     const int count = static_cast<int>(std::min<int64_t>(kEntropyLanes, cells - start));
 #pragma omp simd
-    for (int lane = 0; lane < count; ++lane) {
-      const int64_t n = start + lane;
-      const double vis = foreground_probability<VectorMath>(cls_vis[n], cls_vis[cells + n]);
-      const double nl = kNl ? foreground_probability<VectorMath>(cls_nl[n], cls_nl[cells + n]) : 0.0;
-      p_vis[n] = vis;
-      if constexpr (kNl) p_nl[n] = nl;
-      lanes_vis[lane] += entropy_term<VectorMath>(vis);
-      if constexpr (kNl) lanes_nl[lane] += entropy_term<VectorMath>(nl);
-    }
+    for (int lane = 0; lane < count; ++lane) lanes[lane] += terms[start + lane];
   }
-  entropy[0] = -lane_tree_sum(lanes_vis);
-  if constexpr (kNl) entropy[1] = -lane_tree_sum(lanes_nl);
+  return -lane_tree_sum(lanes);
+}
+
+// Cells per thread below which a target's cells are not split between threads.
+constexpr int64_t kCellsPerThread = 2048;
+
+// A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and
+// their entropies; the cells in parallel, the entropy sums in order afterwards.
+template <bool kNl, typename T>
+void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double* p_vis, double* p_nl,
+                        double* terms, double* entropy) {
+  at::parallel_for(0, cells, kCellsPerThread, [&](int64_t begin, int64_t end) {
+    head_cells<kNl>(cls_vis, cls_nl, cells, begin, end, p_vis, p_nl, terms, terms + cells);
+  });
+  entropy[0] = entropy_of(terms, cells);
+  if constexpr (kNl) entropy[1] = entropy_of(terms + cells, cells);
 }
 
 // Every head of every target: its probabilities [B][heads][cells] and entropies [B][heads].
 struct HeadProbabilities {
   int heads_per_target;
   int64_t cells;
-  std::vector<double> values, entropy;
+  std::vector<double> values, entropy, terms;
 
   template <typename T>
   void compute(const Heads<T>& heads, const Geometry& geometry) {
@@ -151,13 +173,15 @@ struct HeadProbabilities {
     cells = geometry.cells();
     values.resize(geometry.batch * heads_per_target * cells);
     entropy.resize(geometry.batch * heads_per_target);
+    terms.resize(heads_per_target * cells);
     for (int64_t b = 0; b < geometry.batch; ++b) {
       double* p = values.data() + b * heads_per_target * cells;
       const T* cls_vis = heads.cls_vis + b * 2 * cells;
       if (heads_per_target == 2) {
-        head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, p, p + cells, entropy.data() + 2 * b);
+        head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, p, p + cells, terms.data(),
+                                 entropy.data() + 2 * b);
       } else {
-        head_probabilities<false>(cls_vis, cls_vis, cells, p, p, entropy.data() + b);
+        head_probabilities<false>(cls_vis, cls_vis, cells, p, p, terms.data(), entropy.data() + b);
       }
     }
   }
@@ -263,23 +287,25 @@ struct Penalty {
   }
 };
 
-// Every cell's float32 pscore: the path for parameters where the bound does not hold.
-// (Scalar code: sqrt may set errno, and that branch keeps GCC from vectorizing it.)
-template <bool kNl, typename T>
-void all_pscores(const Target<T>& target, const Penalty& penalty, float* pscore) {
-  for (int64_t n = 0; n < target.cells; ++n) pscore[n] = penalty.pscore<kNl>(target, n);
-}
+// A cell and its float32 pscore, ordered by ranks_before: a strict total order, so that
+// the best of several ranges is the best of their bests, whichever thread found them.
+struct Candidate {
+  float value = -std::numeric_limits<float>::infinity();
+  int64_t index = std::numeric_limits<int64_t>::max();
 
-int64_t first_best(const float* values, int64_t count) {
-  float best_value = -std::numeric_limits<float>::infinity();
-  int64_t best = std::numeric_limits<int64_t>::max();
-  for (int64_t n = 0; n < count; ++n) {
-    if (ranks_before(values[n], n, best_value, best)) {
-      best_value = values[n];
-      best = n;
-    }
+  void offer(float other_value, int64_t other_index) {
+    if (ranks_before(other_value, other_index, value, index)) *this = {other_value, other_index};
   }
-  return best;
+  static Candidate best_of(Candidate a, Candidate b) {
+    a.offer(b.value, b.index);
+    return a;
+  }
+};
+
+// best_in(begin, end) -> the best Candidate of cells [begin, end), over all cells, in parallel.
+template <typename BestIn>
+int64_t best_over_cells(int64_t cells, const BestIn& best_in) {
+  return at::parallel_reduce(0, cells, kCellsPerThread, Candidate{}, best_in, Candidate::best_of).index;
 }
 
 // Size deltas within +-30 on anchors within [1e-10, 1e10] give box sizes within
@@ -301,7 +327,8 @@ inline bool tame_target(const Penalty& penalty) {
 // penalty <= 1 gives pscore <= score*(1 - wi) + window*wi, and rounding is monotonic,
 // so the float32 bound is at least the float32 pscore.
 template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, float* bound, uint8_t* safe) {
+SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, int64_t begin, int64_t end,
+                                       float* bound, uint8_t* safe) {
   // Locals, not members: a store through uint8_t* could alias the structs and force reloads.
   const int64_t cells = target.cells;
   const double *anchor_w = target.anchors + 2 * cells, *anchor_h = target.anchors + 3 * cells;
@@ -311,7 +338,7 @@ SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& p
   const double window_influence = penalty.window_influence;
   const Target<T> local = target;
 #pragma omp simd
-  for (int64_t n = 0; n < cells; ++n) {
+  for (int64_t n = begin; n < end; ++n) {
     bound[n] = static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
     bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
     if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
@@ -323,45 +350,47 @@ SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& p
 template <bool kNl, typename T>
 int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& workspace) {
   const int64_t cells = target.cells;
-  workspace.bound.resize(cells);
-  float* bound = workspace.bound.data();
   // penalty_k = 0 (the long-term tracker's lost mode) qualifies: the penalty is then 1.
   const bool bounded = penalty.penalty_k >= 0.0 && penalty.penalty_k < std::numeric_limits<double>::infinity() &&
                        penalty.window_influence >= 0.0 && penalty.window_influence <= 1.0 && tame_target(penalty);
   if (!bounded) {
-    all_pscores<kNl>(target, penalty, bound);
-    return first_best(bound, cells);
+    return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
+      for (int64_t n = begin; n < end; ++n) best.offer(penalty.pscore<kNl>(target, n), n);
+      return best;
+    });
   }
+  workspace.bound.resize(cells);
   workspace.safe.resize(cells);
+  float* bound = workspace.bound.data();
   uint8_t* safe = workspace.safe.data();
-  pscore_bounds<kNl>(target, penalty, bound, safe);
-  // A reached pscore: the cell with the highest bound is a good guess of the winner.
-  int64_t seed = 0;
-  for (int64_t n = 1; n < cells; ++n) seed = bound[n] > bound[seed] ? n : seed;
+  // The cell with the highest bound is a good guess of the winner: its pscore is reached.
+  const int64_t seed = best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
+    pscore_bounds<kNl>(target, penalty, begin, end, bound, safe);
+    for (int64_t n = begin; n < end; ++n) best.offer(bound[n], n);
+    return best;
+  });
   const float reached = penalty.pscore<kNl>(target, seed);
-  float best_value = -std::numeric_limits<float>::infinity();
-  int64_t best = std::numeric_limits<int64_t>::max();
-  for (int64_t n = 0; n < cells; ++n) {
-    if (safe[n] && bound[n] < reached) continue;  // its pscore is below `reached`
-    const float value = penalty.pscore<kNl>(target, n);
-    if (ranks_before(value, n, best_value, best)) {
-      best_value = value;
-      best = n;
+  return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
+    for (int64_t n = begin; n < end; ++n) {
+      if (safe[n] && bound[n] < reached) continue;  // its pscore is below `reached`
+      best.offer(penalty.pscore<kNl>(target, n), n);
     }
-  }
-  return best;
+    return best;
+  });
 }
 
-// One target's fused score [cells] and box [4, cells] maps; vis_box [4, cells] is scratch.
-// (Float64 deltas only: fed float32 ones, GCC leaves this loop scalar.)
+// Cells [begin, end) of one target's fused score [cells] and box [4, cells] maps;
+// vis_box [4, cells] is scratch. (Float64 deltas only: fed float32 ones, GCC leaves
+// this loop scalar.)
 template <bool kNl>
-SNLT_VECTOR_TARGETS void fused_maps(const Target<double>& target, double* vis_box, float* score, float* box) {
+SNLT_VECTOR_TARGETS void fused_maps(const Target<double>& target, int64_t begin, int64_t end, double* vis_box,
+                                    float* score, float* box) {
   const int64_t cells = target.cells;
   if constexpr (kNl) {
     // The visual boxes in a loop of their own: with both heads' four exps in one loop
     // body, GCC's if-conversion gives up and the loop stays scalar (4x slower).
 #pragma omp simd
-    for (int64_t n = 0; n < cells; ++n) {
+    for (int64_t n = begin; n < end; ++n) {
       const Box vis = target.head_box(target.loc_vis, n);
       vis_box[n] = vis.cx;
       vis_box[cells + n] = vis.cy;
@@ -370,7 +399,7 @@ SNLT_VECTOR_TARGETS void fused_maps(const Target<double>& target, double* vis_bo
     }
   }
 #pragma omp simd
-  for (int64_t n = 0; n < cells; ++n) {
+  for (int64_t n = begin; n < end; ++n) {
     Box fused = target.head_box(kNl ? target.loc_nl : target.loc_vis, n);
     if constexpr (kNl) {
       const Box vis{vis_box[n], vis_box[cells + n], vis_box[2 * cells + n], vis_box[3 * cells + n]};
@@ -399,8 +428,10 @@ Target<double> with_float64_deltas(const Target<T>& target, Workspace& workspace
     workspace.deltas.resize(2 * count);
     double* vis = workspace.deltas.data();
     double* nl = target.has_nl() ? vis + count : nullptr;
-    widen(target.loc_vis, count, vis);
-    if (nl != nullptr) widen(target.loc_nl, count, nl);
+    at::parallel_for(0, count, 4 * kCellsPerThread, [&](int64_t begin, int64_t end) {
+      widen(target.loc_vis + begin, end - begin, vis + begin);
+      if (nl != nullptr) widen(target.loc_nl + begin, end - begin, nl + begin);
+    });
     return Target<double>(target, vis, nl);
   }
 }
@@ -420,12 +451,15 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
   const int64_t cells = geometry.cells();
   for (int64_t b = 0; b < geometry.batch; ++b) {
     const Target<double> target = with_float64_deltas(Target<T>(heads, anchors, probabilities, b, alpha), workspace);
-    if (target.has_nl()) {
-      workspace.vis_box.resize(4 * cells);
-      fused_maps<true>(target, workspace.vis_box.data(), out.score + b * cells, out.box + b * 4 * cells);
-    } else {
-      fused_maps<false>(target, nullptr, out.score + b * cells, out.box + b * 4 * cells);
-    }
+    workspace.vis_box.resize(4 * cells);
+    at::parallel_for(0, cells, kCellsPerThread, [&](int64_t begin, int64_t end) {
+      float *score = out.score + b * cells, *box = out.box + b * 4 * cells;
+      if (target.has_nl()) {
+        fused_maps<true>(target, begin, end, workspace.vis_box.data(), score, box);
+      } else {
+        fused_maps<false>(target, begin, end, nullptr, score, box);
+      }
+    });
     float* stats = out.stats + b * 4;
     stats[0] = static_cast<float>(target.w_vis);
     stats[1] = static_cast<float>(target.w_nl);
