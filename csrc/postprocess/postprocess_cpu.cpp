@@ -363,16 +363,15 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
   workspace.safe.resize(cells);
   float* bound = workspace.bound.data();
   uint8_t* safe = workspace.safe.data();
-  // The cell with the highest bound is a good guess of the winner: its pscore is reached.
-  const int64_t seed = best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
-    pscore_bounds<kNl>(target, penalty, begin, end, bound, safe);
-    for (int64_t n = begin; n < end; ++n) best.offer(bound[n], n);
-    return best;
-  });
-  const float reached = penalty.pscore<kNl>(target, seed);
   return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
+    pscore_bounds<kNl>(target, penalty, begin, end, bound, safe);
+    // The cell with the highest bound is a good guess of the range's winner: its
+    // pscore is reached, and no cell whose bound is below it can win.
+    int64_t seed = begin;
+    for (int64_t n = begin + 1; n < end; ++n) seed = bound[n] > bound[seed] ? n : seed;
+    const float reached = penalty.pscore<kNl>(target, seed);
     for (int64_t n = begin; n < end; ++n) {
-      if (safe[n] && bound[n] < reached) continue;  // its pscore is below `reached`
+      if (safe[n] && bound[n] < reached) continue;
       best.offer(penalty.pscore<kNl>(target, n), n);
     }
     return best;
