@@ -13,6 +13,8 @@
 //                  those channels; grad_out is read once for both gradients:
 //     grad search  each lane is its own output; grad_out is staged with a zero border,
 //                  so that a tap that misses it adds 0 * weight (the sum is unchanged);
+//                  blocks of lanes positions are transposed back in registers and stored
+//                  straight into the planes;
 //     grad kernel  each (c, i, j) is one long running sum over the batch and the
 //                  positions; several taps run side by side as independent chains.
 // The vector code is written once with GCC vector extensions and compiled for AVX-512,
@@ -144,6 +146,20 @@ struct LaneCorrelateJob {
   Acc* dst;  // [rows][cols][lanes]
 };
 
+// acc[0..N) = the sums of the N positions from `first` of `row`: +0, then the taps in order.
+template <typename Acc, int BYTES, int N>
+SNLT_ALWAYS_INLINE void lane_sums(const LaneCorrelateJob<Acc>& job, int64_t row, int64_t first,
+                                  Vec<Acc, BYTES>* acc) {
+  constexpr int64_t L = kLanes<Acc, BYTES>;
+  for (int v = 0; v < N; ++v) acc[v] = Vec<Acc, BYTES>{};  // +0
+  const Acc* origin = job.src + row * job.src_row_stride + first * L;
+  for (int64_t t = 0; t < job.taps; ++t) {
+    const Acc* tap = origin + job.offsets[t];
+    const Vec<Acc, BYTES> weight = load<Acc, BYTES>(job.weights + t * L);
+    for (int v = 0; v < N; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
+  }
+}
+
 template <typename Acc, int BYTES>
 struct LaneTile {
   const LaneCorrelateJob<Acc>& job;
@@ -151,13 +167,8 @@ struct LaneTile {
   template <int N>
   SNLT_ALWAYS_INLINE void run(int64_t first) const {
     constexpr int64_t L = kLanes<Acc, BYTES>;
-    Vec<Acc, BYTES> acc[N] = {};  // +0
-    const Acc* origin = job.src + row * job.src_row_stride + first * L;
-    for (int64_t t = 0; t < job.taps; ++t) {
-      const Acc* tap = origin + job.offsets[t];
-      const Vec<Acc, BYTES> weight = load<Acc, BYTES>(job.weights + t * L);
-      for (int v = 0; v < N; ++v) acc[v] += load<Acc, BYTES>(tap + v * L) * weight;
-    }
+    Vec<Acc, BYTES> acc[N];
+    lane_sums<Acc, BYTES, N>(job, row, first, acc);
     for (int v = 0; v < N; ++v) store<Acc, BYTES>(job.dst + (row * job.cols + first + v) * L, acc[v]);
   }
 };
@@ -210,8 +221,8 @@ SNLT_ALWAYS_INLINE void chains(const ChainJob<Acc>& job) {
   balanced_tiles<kTileSums>(job.taps, ChainTile<Acc, BYTES>{job});
 }
 
-// A group of lanes channels between planes ((lane, y, x) at lane * channel_stride +
-// y * row_stride + x) and channels-last rows ((y, x, lane) at y * cl_row_stride +
+// A group of lanes channels from planes ((lane, y, x) at lane * channel_stride +
+// y * row_stride + x) into channels-last rows ((y, x, lane) at y * cl_row_stride +
 // x * lanes + lane), both in the accumulator type; cols >= lanes.
 template <typename Acc>
 struct TransposeJob {
@@ -249,8 +260,8 @@ SNLT_ALWAYS_INLINE void transpose_stages(Vec<Acc, BYTES>* rows) {
   if constexpr (H > 1) transpose_stages<Acc, BYTES, H / 2>(rows);
 }
 
-template <typename Acc, int BYTES, bool TO_CHANNELS_LAST>
-SNLT_ALWAYS_INLINE void transpose_group(const TransposeJob<Acc>& job) {
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void to_channels_last(const TransposeJob<Acc>& job) {
   constexpr int64_t N = kLanes<Acc, BYTES>;
   for (int64_t y = 0; y < job.rows; ++y) {
     const int64_t plane_row = y * job.row_stride, cl_row = y * job.cl_row_stride;
@@ -258,18 +269,28 @@ SNLT_ALWAYS_INLINE void transpose_group(const TransposeJob<Acc>& job) {
     for (int64_t x = 0; x < job.cols; x += N) {
       const int64_t x0 = std::min(x, job.cols - N);
       Vec<Acc, BYTES> block[N];
-      for (int64_t k = 0; k < N; ++k) {
-        block[k] = TO_CHANNELS_LAST ? load<Acc, BYTES>(job.src + k * job.channel_stride + plane_row + x0)
-                                    : load<Acc, BYTES>(job.src + cl_row + (x0 + k) * N);
-      }
+      for (int64_t k = 0; k < N; ++k) block[k] = load<Acc, BYTES>(job.src + k * job.channel_stride + plane_row + x0);
       transpose_stages<Acc, BYTES, N / 2>(block);
-      for (int64_t k = 0; k < N; ++k) {
-        if (TO_CHANNELS_LAST) {
-          store<Acc, BYTES>(job.dst + cl_row + (x0 + k) * N, block[k]);
-        } else {
-          store<Acc, BYTES>(job.dst + k * job.channel_stride + plane_row + x0, block[k]);
-        }
-      }
+      for (int64_t k = 0; k < N; ++k) store<Acc, BYTES>(job.dst + cl_row + (x0 + k) * N, block[k]);
+    }
+  }
+}
+
+// correlate_lanes with its sums written as planes (lane k's at planes + k * plane_stride,
+// rows of job.cols), not channels-last: each block of lanes positions of a row is
+// transposed in registers before it is stored. job.cols >= lanes; the last block of a
+// row overlaps the one before (rewriting equal values).
+template <typename Acc, int BYTES>
+SNLT_ALWAYS_INLINE void correlate_lanes_to_planes(const LaneCorrelateJob<Acc>& job, Acc* planes,
+                                                  int64_t plane_stride) {
+  constexpr int64_t N = kLanes<Acc, BYTES>;
+  for (int64_t row = 0; row < job.rows; ++row) {
+    for (int64_t x = 0; x < job.cols; x += N) {
+      const int64_t x0 = std::min(x, job.cols - N);
+      Vec<Acc, BYTES> block[N];
+      lane_sums<Acc, BYTES, N>(job, row, x0, block);
+      transpose_stages<Acc, BYTES, N / 2>(block);
+      for (int64_t k = 0; k < N; ++k) store<Acc, BYTES>(planes + k * plane_stride + row * job.cols + x0, block[k]);
     }
   }
 }
@@ -279,8 +300,10 @@ SNLT_ALWAYS_INLINE void transpose_group(const TransposeJob<Acc>& job) {
   TARGET void correlate_##NAME(const CorrelateJob<ACC>& job) { correlate<ACC, BYTES>(job); }                      \
   TARGET void correlate_lanes_##NAME(const LaneCorrelateJob<ACC>& job) { correlate_lanes<ACC, BYTES>(job); }      \
   TARGET void chains_##NAME(const ChainJob<ACC>& job) { chains<ACC, BYTES>(job); }                                 \
-  TARGET void to_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, true>(job); }   \
-  TARGET void from_channels_last_##NAME(const TransposeJob<ACC>& job) { transpose_group<ACC, BYTES, false>(job); }
+  TARGET void to_channels_last_##NAME(const TransposeJob<ACC>& job) { to_channels_last<ACC, BYTES>(job); }       \
+  TARGET void correlate_lanes_to_planes_##NAME(const LaneCorrelateJob<ACC>& job, ACC* planes, int64_t stride) { \
+    correlate_lanes_to_planes<ACC, BYTES>(job, planes, stride);                                                 \
+  }
 #define SNLT_SIMD_VARIANT(NAME, TARGET, BYTES)     \
   SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, float) \
   SNLT_SIMD_VARIANT_OF(NAME, TARGET, BYTES, double)
@@ -298,7 +321,7 @@ struct SimdKernels {
   void (*correlate_lanes)(const LaneCorrelateJob<Acc>&);
   void (*chains)(const ChainJob<Acc>&);
   void (*to_channels_last)(const TransposeJob<Acc>&);
-  void (*from_channels_last)(const TransposeJob<Acc>&);
+  void (*correlate_lanes_to_planes)(const LaneCorrelateJob<Acc>&, Acc*, int64_t);
 };
 
 enum class Isa { Generic, Avx2, Avx512 };
@@ -323,13 +346,13 @@ void with_simd_kernels(const Fn& fn) {
   switch (chosen_isa()) {
     case Isa::Avx512:
       return fn(SimdKernels<Acc, 64>{correlate_avx512, correlate_lanes_avx512, chains_avx512,
-                                     to_channels_last_avx512, from_channels_last_avx512});
+                                     to_channels_last_avx512, correlate_lanes_to_planes_avx512});
     case Isa::Avx2:
       return fn(SimdKernels<Acc, 32>{correlate_avx2, correlate_lanes_avx2, chains_avx2, to_channels_last_avx2,
-                                     from_channels_last_avx2});
+                                     correlate_lanes_to_planes_avx2});
     case Isa::Generic:
       return fn(SimdKernels<Acc, 16>{correlate_generic, correlate_lanes_generic, chains_generic,
-                                     to_channels_last_generic, from_channels_last_generic});
+                                     to_channels_last_generic, correlate_lanes_to_planes_generic});
   }
 }
 
@@ -579,14 +602,15 @@ struct Planes {
     int64_t* offsets = sized(scratch.lane_offsets, taps);
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[i * kw + j] = (kh - 1 - i) * border_row_stride + (kw - 1 - j) * L;
-    Acc* sums = sized(scratch.grad_search, p.height * p.width * L);
-    simd.correlate_lanes({grad_border, border_row_stride, offsets, weights, taps, p.height, p.width, sums});
     T* out = grad_search_plane(p, b, c0);
     const int64_t plane = p.height * p.width;
+    LaneCorrelateJob<Acc> job{grad_border, border_row_stride, offsets, weights, taps, p.height, p.width, nullptr};
     if constexpr (std::is_same_v<T, Acc>) {
-      if (count == L && p.width >= L)
-        return simd.from_channels_last({sums, out, plane, p.width, p.width * L, p.height, p.width});
+      if (count == L && p.width >= L) return simd.correlate_lanes_to_planes(job, out, plane);
     }
+    Acc* sums = sized(scratch.grad_search, plane * L);
+    job.dst = sums;
+    simd.correlate_lanes(job);
     for (int64_t lane = 0; lane < count; ++lane)
       for (int64_t n = 0; n < plane; ++n) out[lane * plane + n] = static_cast<T>(sums[n * L + lane]);
   }
