@@ -172,11 +172,18 @@ def all_backends():
     return [("reference", "cpu")] + FAST_CASES
 
 
+# Score maps small enough for one thread, and large enough (over 2048 cells) that the CPU
+# kernel splits a target's cells between threads.
+MAP_SIZES = [7, 25]
+
+
 @pytest.mark.parametrize("backend, device", all_backends())
-def test_ties_go_to_the_lowest_index(backend, device):
+@pytest.mark.parametrize("size", MAP_SIZES)
+def test_ties_go_to_the_lowest_index(backend, device, size):
     """Equal logits, zero deltas and a flat window: every cell of the anchor that fits the
-    target best has the same pscore, and the first of them wins."""
-    anchor_num, size = 5, 7
+    target best has the same pscore, and the first of them wins (at S = 25 the tied cells
+    of target 0 straddle the halves that two threads take)."""
+    anchor_num = 5
     anchors = snlt_fast.generate_anchors(8, SIAMRPN_RATIOS, [8], size, device=device)
     zeros = torch.zeros
     result = snlt_fast.track_postprocess(
@@ -192,15 +199,18 @@ def test_ties_go_to_the_lowest_index(backend, device):
 
 @pytest.mark.parametrize("backend, device", all_backends())
 @pytest.mark.parametrize("head", ["cls_vis", "loc_vis", "loc_nl"])
-def test_nan_picks_the_first_nan_cell(backend, device, head):
+@pytest.mark.parametrize("anchor_num, height, width", [(3, 4, 5), (15, 25, 25)])
+def test_nan_picks_the_first_nan_cell(backend, device, head, anchor_num, height, width):
     # (A NaN logit with an NL head poisons the weights: the next test.)
-    inputs = make_inputs(5, batch=2, anchor_num=3, height=4, width=5, nl=head != "cls_vis", device=device)
+    inputs = make_inputs(5, batch=2, anchor_num=anchor_num, height=height, width=width, nl=head != "cls_vis",
+                         device=device)  # fmt: skip
     channels = inputs[head].shape[1]
-    # Two NaNs in target 1 (the second one is in an earlier cell), none in target 0.
+    # Two NaNs in target 1, in the last channel group: anchor A-1 and the earlier anchor 1
+    # (on the large map, in different threads' halves); none in target 0.
     inputs[head][1, channels - 1, 3, 2] = math.nan
-    inputs[head][1, channels - 2, 0, 4] = math.nan
+    inputs[head][1, channels - anchor_num + 1, 0, 4] = math.nan
     result = snlt_fast.track_postprocess(**inputs, backend=backend)
-    first_nan = 1 * 20 + 0 * 5 + 4  # anchor 1 of channel group, row 0, column 4
+    first_nan = 1 * height * width + 0 * width + 4  # anchor 1, row 0, column 4
     assert result.index[1].item() == first_nan
     assert math.isnan(result.pscore[1].item())
     assert not math.isnan(result.pscore[0].item())
