@@ -657,13 +657,14 @@ struct Planes {
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) chain_offsets[i * kw + j] = (i * p.width + j) * L;
     for (int64_t b = first_b; b < end_b; ++b) {
-      prefetch_next_group(p, b, c0, need_kernel);
       stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, border_row_stride, simd);
-      if (need_kernel) {
+      if (need_kernel)
         stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search,
                             p.width * L, simd);
+      // After this group's loads, so that they do not queue behind the prefetches.
+      prefetch_next_group(p, b, c0, need_kernel);
+      if (need_kernel)
         simd.chains({grad, border_row_stride, search, p.width * L, out_h, out_w, chain_offsets, taps, kernel_sums});
-      }
       if (search_by_group) grad_search_group(p, b, c0, count, grad_border, border_row_stride, simd);
     }
     if (!need_kernel) return;
