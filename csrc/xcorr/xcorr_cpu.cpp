@@ -395,19 +395,6 @@ void stage_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t r
   }
 }
 
-// Searches larger than this are read from memory, not cache: worth prefetching.
-constexpr int64_t kPrefetchBytes = 1 << 21;
-
-// Brings the rows x cols plane at src (strides row_stride, col_stride) towards the cache
-// while the current plane is computed, so that reading memory and computing overlap.
-template <typename T>
-void prefetch_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols) {
-  constexpr int64_t kLineElements = 64 / sizeof(T);
-  const int64_t step = col_stride == 1 ? kLineElements : 1;
-  for (int64_t y = 0; y < rows; ++y)
-    for (int64_t x = 0; x < cols; x += step) __builtin_prefetch(src + y * row_stride + x * col_stride);
-}
-
 // out = +0 + src * weight, elementwise: a 1x1 kernel (forward and grad search).
 template <typename T, typename Acc>
 void scale_plane(const T* src, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, Acc weight,
@@ -506,13 +493,6 @@ struct Planes {
     }
     const int64_t plane = p.height * p.width;
     const int64_t planes_after = p.batch * p.channels - (b * p.channels + c) - 1;
-    // The next work item's plane (the next channel, or the first of the next sample),
-    // unless the whole search is small enough to stay in cache between the items anyway.
-    if (planes_after > 0 && p.batch * p.channels * plane * int64_t(sizeof(T)) > kPrefetchBytes) {
-      const bool last_channel = c + 1 == p.channels;
-      prefetch_plane(search_plane(p, last_channel ? b + 1 : b, last_channel ? 0 : c + 1), p.search_stride[2],
-                     p.search_stride[3], p.height, p.width);
-    }
     Scratch<Acc>& scratch = thread_scratch<Acc>();
     // The plane flattened with row stride width; the last vector may run past it by
     // `padding` elements, into zeros of the staged copy, or into the next planes of a
@@ -615,20 +595,6 @@ struct Planes {
       for (int64_t n = 0; n < plane; ++n) out[lane * plane + n] = static_cast<T>(sums[n * L + lane]);
   }
 
-  // The planes that the next channel group (or the next sample's first) will read, when
-  // the search is too large to stay in cache.
-  static void prefetch_next_group(const Pair& p, int64_t b, int64_t c0, bool need_search_planes) {
-    const bool last_group = c0 + L >= p.channels;
-    if ((last_group && b + 1 >= p.batch) || p.batch * p.channels * p.height * p.width * int64_t(sizeof(T)) <= kPrefetchBytes)
-      return;
-    const int64_t next_b = last_group ? b + 1 : b, next_c0 = last_group ? 0 : c0 + L;
-    for (int64_t c = next_c0; c < std::min(next_c0 + L, p.channels); ++c) {
-      prefetch_plane(grad_plane(p, next_b, c), p.grad_stride[2], p.grad_stride[3], p.out_h(), p.out_w());
-      if (need_search_planes)
-        prefetch_plane(search_plane(p, next_b, c), p.search_stride[2], p.search_stride[3], p.height, p.width);
-    }
-  }
-
   // Both gradients for channels [c0, c0 + L) and the kernel sample kernel_b: every batch
   // sample when the kernel is shared (its sums run over the batch), else kernel_b alone.
   static void backward_group(const Pair& p, int64_t kernel_b, int64_t c0, bool need_search, bool need_kernel,
@@ -658,13 +624,11 @@ struct Planes {
       for (int64_t j = 0; j < kw; ++j) chain_offsets[i * kw + j] = (i * p.width + j) * L;
     for (int64_t b = first_b; b < end_b; ++b) {
       stage_channels_last(grad_plane(p, b, c0), p.grad_stride + 1, count, out_h, out_w, grad, border_row_stride, simd);
-      if (need_kernel)
+      if (need_kernel) {
         stage_channels_last(search_plane(p, b, c0), p.search_stride + 1, count, p.height, p.width, search,
                             p.width * L, simd);
-      // After this group's loads, so that they do not queue behind the prefetches.
-      prefetch_next_group(p, b, c0, need_kernel);
-      if (need_kernel)
         simd.chains({grad, border_row_stride, search, p.width * L, out_h, out_w, chain_offsets, taps, kernel_sums});
+      }
       if (search_by_group) grad_search_group(p, b, c0, count, grad_border, border_row_stride, simd);
     }
     if (!need_kernel) return;
