@@ -412,6 +412,12 @@ def test_native_ops_refuse_what_they_would_misread():
         native.postprocess_track(args[0].transpose(2, 3), *args[1:], 1 / 300, 0.04, 0.44, 0.4, True)
     with pytest.raises(RuntimeError, match="window"):
         native.postprocess_track(*args[:5], args[5][:1], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
+    # An empty score map: no cell for the argmax to read.
+    empty = [None if t is None else t[..., :0] for t in args[:5]]
+    with pytest.raises(RuntimeError, match="H, W >= 1"):
+        native.postprocess_track(*empty, args[5][..., :0], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
+    with pytest.raises(RuntimeError, match="H, W >= 1"):
+        native.postprocess_aggregate(*empty, 1 / 300)
 
 
 @pytest.mark.parametrize("backend, device", all_backends())

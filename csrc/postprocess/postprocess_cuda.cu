@@ -92,8 +92,9 @@ __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, con
   __shared__ double lanes[kEntropyLanes];
   const int64_t cells = geometry.cells();
   const Target<T> target = block_target(heads, anchors, cells, alpha, lanes);
-  float* score = out.score + blockIdx.x * cells;
-  float* box = out.box + blockIdx.x * 4 * cells;
+  const int64_t b = blockIdx.x;
+  float* score = out.score + b * cells;
+  float* box = out.box + b * 4 * cells;
   for (int64_t n = threadIdx.x; n < cells; n += kThreads) {
     const Box fused = target.box(n);
     score[n] = static_cast<float>(target.score(n));
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, con
     box[3 * cells + n] = static_cast<float>(fused.h);
   }
   if (threadIdx.x == 0) {
-    float* stats = out.stats + blockIdx.x * 4;
+    float* stats = out.stats + b * 4;
     stats[0] = static_cast<float>(target.w_vis);
     stats[1] = static_cast<float>(target.w_nl);
     stats[2] = static_cast<float>(target.h_vis);
@@ -120,8 +121,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int64_t lane_cells[kThreads];
   const int64_t cells = geometry.cells();
   const Target<T> target = block_target(heads, anchors, cells, params.alpha, lanes);
-  const double target_w = valid_size(target_size[2 * blockIdx.x]);
-  const double target_h = valid_size(target_size[2 * blockIdx.x + 1]);
+  const int64_t b = blockIdx.x;
+  const double target_w = valid_size(target_size[2 * b]);
+  const double target_h = valid_size(target_size[2 * b + 1]);
   const double target_context_size = size_with_context(target_w, target_h);
   const double target_ratio = target_w / target_h;
   // Each thread's best cell, then the block's under the same total order.
@@ -157,9 +159,9 @@ __global__ void __launch_bounds__(kThreads)
   const double result[kTrackFields] = {box.cx, box.cy, box.w, box.h, score, pscore,
                                        params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
                                        target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-  float* row = values + blockIdx.x * kTrackFields;
+  float* row = values + b * kTrackFields;
   for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
-  index[blockIdx.x] = best;
+  index[b] = best;
 }
 
 }  // namespace

@@ -20,6 +20,9 @@ namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
 
+// The CUDA kernels run one block per target: the grid's x dimension bounds the batch.
+constexpr int64_t kMaxCudaTargets = 2147483647;
+
 // ops/postprocess.py validates user input with friendly messages; these checks stop a
 // direct torch.ops call from handing the kernels memory they would misread.
 void check_float64(const at::Tensor& value, at::IntArrayRef shape, const char* name, const at::Tensor& cls_vis) {
@@ -31,8 +34,10 @@ void check_float64(const at::Tensor& value, at::IntArrayRef shape, const char* n
 
 Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
                      const OptionalTensor& loc_nl, const at::Tensor& anchors) {
-  TORCH_CHECK(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0,
-              "cls_vis must be [B, 2A, H, W], got ", cls_vis.sizes());
+  // A map with no cells would leave the argmax without a cell to read.
+  TORCH_CHECK(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0 && cls_vis.size(2) >= 1 &&
+                  cls_vis.size(3) >= 1,
+              "cls_vis must be [B, 2A, H, W] with A, H, W >= 1, got ", cls_vis.sizes());
   TORCH_CHECK(cls_vis.scalar_type() == at::kFloat || cls_vis.scalar_type() == at::kDouble,
               "heads must be float32 or float64, got ", cls_vis.scalar_type());
   TORCH_CHECK(cls_nl.has_value() == loc_nl.has_value(), "cls_nl and loc_nl must both be given or both be None");
@@ -84,6 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> aggregate(const at::Tensor& cls_v
   with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
+      TORCH_CHECK(g.batch <= kMaxCudaTargets, "at most ", kMaxCudaTargets, " targets per call on CUDA");
       const c10::cuda::CUDAGuard guard(cls_vis.device());
       const cudaError_t error =
           aggregate_cuda(heads, anchors.data_ptr<double>(), g, alpha, out, c10::cuda::getCurrentCUDAStream());
@@ -112,6 +118,7 @@ std::tuple<at::Tensor, at::Tensor> track(const at::Tensor& cls_vis, const Option
   with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
+      TORCH_CHECK(g.batch <= kMaxCudaTargets, "at most ", kMaxCudaTargets, " targets per call on CUDA");
       const c10::cuda::CUDAGuard guard(cls_vis.device());
       const cudaError_t error = track_cuda(heads, anchors.data_ptr<double>(), window.data_ptr<double>(),
                                            target_size.data_ptr<double>(), g, params, index.data_ptr<int64_t>(),
