@@ -1,6 +1,6 @@
 // CPU kernels of dynamic_aggregate and track_postprocess: float64 arithmetic as in
-// postprocess_math.h, cells vectorized and, from 2 x kCellsPerThread cells on, split
-// between torch's threads (the network that ran just before leaves them awake). Each
+// postprocess_math.h, cells vectorized and, in maps of more than kCellsPerThread cells,
+// split between torch's threads (the network that ran just before leaves them awake). Each
 // reduction keeps the contract's order: per-cell entropy terms are summed in lane order
 // afterwards, and the argmax's order is a strict total order (ranks_before).
 #include <algorithm>
@@ -146,7 +146,7 @@ SNLT_VECTOR_TARGETS double entropy_of(const double* terms, int64_t cells) {
   return -lane_tree_sum(lanes);
 }
 
-// Cells per thread below which a target's cells are not split between threads.
+// A target's map of up to this many cells stays on one thread (at::parallel_for's grain).
 constexpr int64_t kCellsPerThread = 2048;
 
 // A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and
