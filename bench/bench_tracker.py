@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench._skips import skip_without_minilm
+
 from snlt_fast.baselines.published_tracker import PublishedTracker
 from snlt_fast.models import build_model
 from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights
@@ -46,6 +48,7 @@ _MODELS = {}
 
 
 def _model(backbone, frames, device="cpu"):
+    skip_without_minilm()
     if (backbone, device) not in _MODELS:
         torch.manual_seed(0)
         model = calibrate_random_weights(build_model(ARCHS[backbone]), frames[0], EIGHT_BOXES[0], SENTENCE)

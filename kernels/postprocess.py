@@ -156,7 +156,9 @@ def _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED: tl
     return _exp((1.0 - ratio_change * scale_change) * penalty_k, INTERPRETED)
 
 
-@triton.jit
+# The float parameters travel as their bit patterns; specializing on those values would
+# compile a new kernel for each new alpha, penalty_k, window_influence or lr.
+@triton.jit(do_not_specialize=["alpha_bits"])
 def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_out, stats_out, cells, alpha_bits,
                       HAS_NL: tl.constexpr, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
                       INTERPRETED: tl.constexpr):
@@ -186,7 +188,7 @@ def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_
     tl.store(stats_out + 3, h_nl.to(tl.float32))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["alpha_bits", "penalty_k_bits", "window_influence_bits", "lr_bits"])
 def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, index_out, values_out, cells,
                   alpha_bits, penalty_k_bits, window_influence_bits, lr_bits,
                   LR_FROM_PSCORE: tl.constexpr, HAS_NL: tl.constexpr, FIELDS: tl.constexpr, NO_CELL: tl.constexpr,

@@ -36,7 +36,8 @@ def _load_extension():
 # and torch.compile traces it without a graph break.
 _EXTENSION_ERROR, _EXTENSION_HAS_CUDA = _load_extension()
 _TRITON_ERROR = None if importlib.util.find_spec("triton") else "triton is not installed"
-_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# Read as Triton reads it (1, true, on, yes or y, any case), without importing triton.
+_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes", "y")
 
 
 def triton_interpreted():
