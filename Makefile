@@ -27,7 +27,7 @@ bench: build
 	$(PY) -m bench
 
 bench-gpu: build
-	bash bench/gpu.sh
+	PYTHON=$(PY) bash bench/gpu.sh
 
 clean:
 	rm -rf build $(VENV)/.built snlt_fast/_C*.so
