@@ -275,6 +275,30 @@ def test_cuda_graph_replay_gives_the_eager_boxes(biker):
     _assert_same_run(graphed, eager)
 
 
+def _drifting_square(count, height=240, width=320):
+    """Frames that need no data set: a bright square drifting over dark noise; (frames, first box)."""
+    generator = np.random.default_rng(0)
+    frames = []
+    for k in range(count):
+        frame = generator.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        x, y = 100 + 3 * k, 80 + 2 * k
+        frame[y : y + 40, x : x + 30] = (200, 180, 160)
+        frames.append(frame)
+    return frames, (100.0, 80.0, 30.0, 40.0)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_graph_replay_without_data_or_encoder(backend):
+    """The captured step on a machine with neither ../shared/data nor the MiniLM package."""
+    frames, box = _drifting_square(12)
+    torch.manual_seed(0)
+    model = calibrate_random_weights(build_model("siamrpn_r50_l234"), frames[0], box).cuda()
+    eager = _run(SNLTracker(model, backend=backend), frames, box, None, len(frames))
+    graphed = _run(SNLTracker(model, backend=backend, cuda_graph=True), frames, box, None, len(frames))
+    _assert_same_run(graphed, eager)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
