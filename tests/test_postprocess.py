@@ -246,6 +246,22 @@ def test_no_targets(backend, device):
     assert aggregation.score.shape == (0, 3, 5, 5) and aggregation.box.shape == (0, 4, 3, 5, 5)
 
 
+def test_cpu_results_do_not_depend_on_the_thread_count():
+    """A 15x25x25 map is split between threads; one thread must give the same bits."""
+    inputs = make_inputs(12, batch=2, anchor_num=15, height=25, width=25)
+    threaded_track = snlt_fast.track_postprocess(**inputs, backend="cpu")
+    threaded_maps = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial_track = snlt_fast.track_postprocess(**inputs, backend="cpu")
+        serial_maps = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    for serial, threaded in zip((*serial_track, *serial_maps), (*threaded_track, *threaded_maps)):
+        assert_same_bits(serial, threaded)
+
+
 def test_batch_targets_are_independent():
     inputs = make_inputs(8, batch=3, anchor_num=5, height=9, width=9)
     whole = snlt_fast.track_postprocess(**inputs, backend="cpu")
