@@ -100,6 +100,17 @@ def native_ops():
     return torch.ops.snlt_fast_C
 
 
+def calls_native_directly(backend, differentiable=()):
+    """Whether an eager call of the C++/CUDA backends may go straight to the native op
+    that a custom op wraps: the custom op's Python layer costs ~10 us a call, as much as
+    a whole kernel at tracking shapes. Not under torch.compile (which needs the custom
+    op and its fake kernel), nor when autograd must record the call (a tensor in
+    `differentiable` requires grad while grad mode is on)."""
+    if backend not in ("cpu", "cuda") or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in differentiable))
+
+
 def triton_kernels(name):
     """The Triton module snlt_fast.kernels.<name>."""
     return importlib.import_module(f"snlt_fast.kernels.{name}")

@@ -353,13 +353,6 @@ def _check_target_size(target_size, batch, device):
 # --------------------------------------------------------------------------- public API
 
 
-def _calls_native_directly(backend):
-    """Eager calls of the C++/CUDA backends go straight to the native op that the custom
-    op wraps: the custom op's Python layer costs about as much as the whole C++ kernel
-    at tracking shapes. Under torch.compile the custom op (with its fake kernel) is used."""
-    return backend in ("cpu", "cuda") and not torch.compiler.is_compiling()
-
-
 def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 300, backend=None) -> Aggregation:
     """SNLT's dynamic aggregation (the paper's Eq. 2-4) of the visual and NL heads.
 
@@ -372,7 +365,7 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
     backend = _backends.resolve_backend(backend, cls_vis.device)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
-    if _calls_native_directly(backend):
+    if _backends.calls_native_directly(backend):
         score, box, stats = _backends.native_ops().postprocess_aggregate(*args)
     else:
         score, box, stats = _aggregate_op(*args, backend)
@@ -413,7 +406,7 @@ def track_postprocess(
     target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
     backend = _backends.resolve_backend(backend, cls_vis.device)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
-    if _calls_native_directly(backend):
+    if _backends.calls_native_directly(backend):
         index, values = _backends.native_ops().postprocess_track(*args, lr_mode == "snlt")
     else:
         index, values = _track_op(*args, lr_mode == "snlt", backend)

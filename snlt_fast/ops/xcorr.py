@@ -218,7 +218,10 @@ def xcorr_depthwise(search: Tensor, kernel: Tensor, *, backend: str | None = Non
     bit equal across backends (see the module docstring).
     """
     kernel = _check_pair(search, kernel)
-    return _xcorr_op(search, kernel, _backends.resolve_backend(backend, search.device))
+    backend = _backends.resolve_backend(backend, search.device)
+    if _backends.calls_native_directly(backend, (search, kernel)):
+        return _backends.native_ops().xcorr_forward_many([search], [kernel])[0]
+    return _xcorr_op(search, kernel, backend)
 
 
 def xcorr_depthwise_many(searches, kernels, *, backend: str | None = None) -> list[Tensor]:
@@ -242,7 +245,10 @@ def xcorr_depthwise_many(searches, kernels, *, backend: str | None = None) -> li
                 f"all pairs must share one device and dtype: searches[0] is {first.dtype} on {first.device}, "
                 f"searches[{n}] is {search.dtype} on {search.device}"
             )
-    return _xcorr_many_op(list(searches), kernels, _backends.resolve_backend(backend, first.device))
+    backend = _backends.resolve_backend(backend, first.device)
+    if _backends.calls_native_directly(backend, (*searches, *kernels)):
+        return list(_backends.native_ops().xcorr_forward_many(list(searches), kernels))
+    return _xcorr_many_op(list(searches), kernels, backend)
 
 
 def xcorr_depthwise_conv2d(search: Tensor, kernel: Tensor) -> Tensor:
