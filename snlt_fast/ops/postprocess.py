@@ -335,7 +335,7 @@ def _check_target_size(target_size, batch, device):
         sizes = target_size.to(torch.float64)
     else:
         try:
-            sizes = torch.as_tensor(target_size, dtype=torch.float64, device=device)
+            sizes = torch.as_tensor(target_size, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as error:
             raise TypeError(f"target_size must be a tensor or a sequence of (w, h) numbers, got {target_size!r}") from error
     if sizes.shape == (2,):
@@ -344,10 +344,10 @@ def _check_target_size(target_size, batch, device):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
-    if device.type == "cpu" and not torch.compiler.is_compiling():
+    if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
         if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
             raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
-    return sizes.contiguous()
+    return _as_kernel_input(sizes.to(device), torch.float64)
 
 
 # --------------------------------------------------------------------------- public API
