@@ -459,11 +459,7 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
         fused_maps<false>(target, begin, end, nullptr, score, box);
       }
     });
-    float* stats = out.stats + b * 4;
-    stats[0] = static_cast<float>(target.w_vis);
-    stats[1] = static_cast<float>(target.w_nl);
-    stats[2] = static_cast<float>(target.h_vis);
-    stats[3] = static_cast<float>(target.h_nl);
+    store_stats(target, out.stats + b * 4);
   }
 }
 
@@ -481,14 +477,7 @@ void track_cpu(Heads<T> heads, const double* anchors, const double* window, cons
         nl ? best_cell<true>(target, penalty, workspace) : best_cell<false>(target, penalty, workspace);
     const Box box = nl ? target.template box<true>(best) : target.template box<false>(best);
     const double score = nl ? target.template score<true>(best) : target.template score<false>(best);
-    const double box_penalty = penalty.of(box);
-    const double pscore = windowed_score(box_penalty, score, window[best], params.window_influence);
-    float* row = values + b * kTrackFields;
-    const double result[kTrackFields] = {
-        box.cx, box.cy, box.w, box.h, score, pscore,
-        params.lr_from_pscore ? pscore * params.lr : box_penalty * score * params.lr,
-        target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-    for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
+    store_track_row(target, box, score, penalty.of(box), window[best], params, values + b * kTrackFields);
     index[b] = best;
   }
 }

@@ -103,13 +103,7 @@ __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, con
     box[2 * cells + n] = static_cast<float>(fused.w);
     box[3 * cells + n] = static_cast<float>(fused.h);
   }
-  if (threadIdx.x == 0) {
-    float* stats = out.stats + b * 4;
-    stats[0] = static_cast<float>(target.w_vis);
-    stats[1] = static_cast<float>(target.w_nl);
-    stats[2] = static_cast<float>(target.h_vis);
-    stats[3] = static_cast<float>(target.h_nl);
-  }
+  if (threadIdx.x == 0) store_stats(target, out.stats + b * 4);
 }
 
 template <typename T>
@@ -155,12 +149,7 @@ __global__ void __launch_bounds__(kThreads)
   const Box box = target.box(best);
   const double score = target.score(best);
   const double penalty = size_penalty<CudaMath>(box.w, box.h, target_context_size, target_ratio, params.penalty_k);
-  const double pscore = windowed_score(penalty, score, window[best], params.window_influence);
-  const double result[kTrackFields] = {box.cx, box.cy, box.w, box.h, score, pscore,
-                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
-                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-  float* row = values + b * kTrackFields;
-  for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
+  store_track_row(target, box, score, penalty, window[best], params, values + b * kTrackFields);
   index[b] = best;
 }
 

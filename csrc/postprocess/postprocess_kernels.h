@@ -32,6 +32,28 @@ struct TrackParams {
   bool lr_from_pscore;
 };
 
+// A target's stats row of dynamic_aggregate, (w_vis, w_nl, h_vis, h_nl), each rounded once;
+// `target` is the CPU or the CUDA kernels' per-target view.
+template <class Target>
+SNLT_HD void store_stats(const Target& target, float* stats) {
+  stats[0] = static_cast<float>(target.w_vis);
+  stats[1] = static_cast<float>(target.w_nl);
+  stats[2] = static_cast<float>(target.h_vis);
+  stats[3] = static_cast<float>(target.h_nl);
+}
+
+// A target's row of the track op (TrackField order) for its best cell: the cell's fused
+// box and score, the box's size penalty and the cell's window value.
+template <class Target>
+SNLT_HD void store_track_row(const Target& target, const Box& box, double score, double penalty, double window,
+                             const TrackParams& params, float* row) {
+  const double pscore = windowed_score(penalty, score, window, params.window_influence);
+  const double result[kTrackFields] = {box.cx, box.cy, box.w, box.h, score, pscore,
+                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
+                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
+}
+
 // score [B, A, H, W], box [B, 4, A, H, W], stats [B, 4] = (w_vis, w_nl, h_vis, h_nl).
 struct AggregateOutputs {
   float* score;
