@@ -9,7 +9,7 @@
 #ifdef __CUDACC__
 #define SNLT_HD __host__ __device__ __forceinline__
 #else
-#define SNLT_HD inline
+#define SNLT_HD [[gnu::always_inline]] inline
 #endif
 
 namespace snlt_fast::postprocess {
