@@ -46,8 +46,7 @@ struct VectorMath {
   static constexpr double kLn2High = 6.93147180369123816490e-01;
   static constexpr double kLn2Low = 1.90821492927058770002e-10;
 
-  // Always inlined: a call inside a loop over cells stops it from vectorizing.
-  [[gnu::always_inline]] static double exp(double x) {
+  SNLT_HD static double exp(double x) {
     constexpr double kLog2e = 1.4426950408889634;
     constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
     // Past these bounds the result is inf or 0 anyway; NaN passes both tests unchanged.
@@ -79,7 +78,7 @@ struct VectorMath {
     return exp_r * scale_a * scale_b;
   }
 
-  [[gnu::always_inline]] static double log(double x) {
+  SNLT_HD static double log(double x) {
     constexpr double kSqrt2 = 1.4142135623730951;
     constexpr double kSmallestNormal = 2.2250738585072014e-308;
     const bool subnormal = x < kSmallestNormal;
@@ -195,8 +194,9 @@ struct HeadProbabilities {
 // Buffers reused from call to call (one set per calling thread).
 struct Workspace {
   HeadProbabilities probabilities;
-  std::vector<float> bound;  // the argmax's per-cell values for one target
-  std::vector<uint8_t> safe;
+  std::vector<float> bound;  // the argmax's per-cell bounds for one target
+  std::vector<int64_t> contenders;  // the cells whose pscore is evaluated
+  std::vector<float> contender_pscore;
   std::vector<double> vis_box;  // dynamic_aggregate's visual boxes of one target
   std::vector<double> deltas;   // and its float32 deltas in float64
 };
@@ -250,18 +250,18 @@ struct Target {
 
   // kNl == has_nl(): a compile-time switch, so that the loops over cells have no branch.
   template <bool kNl>
-  double score(int64_t n) const {
+  SNLT_HD double score(int64_t n) const {
     if constexpr (kNl) return w_vis * p_vis[n] + w_nl * p_nl[n];
     return p_vis[n];
   }
 
-  Box head_box(const T* loc, int64_t n) const {
+  SNLT_HD Box head_box(const T* loc, int64_t n) const {
     return decode<VectorMath>(loc[n], loc[cells + n], loc[2 * cells + n], loc[3 * cells + n], anchors[n],
                               anchors[cells + n], anchors[2 * cells + n], anchors[3 * cells + n]);
   }
 
   template <bool kNl>
-  Box box(int64_t n) const {
+  SNLT_HD Box box(int64_t n) const {
     if constexpr (kNl) return fuse(w_vis, head_box(loc_vis, n), w_nl, head_box(loc_nl, n));
     return head_box(loc_vis, n);
   }
@@ -279,12 +279,12 @@ struct Penalty {
         penalty_k(params.penalty_k),
         window_influence(params.window_influence) {}
 
-  double of(const Box& box) const {
+  SNLT_HD double of(const Box& box) const {
     return size_penalty<VectorMath>(box.w, box.h, target_context_size, target_ratio, penalty_k);
   }
 
   template <bool kNl, typename T>
-  float pscore(const Target<T>& target, int64_t n) const {
+  SNLT_HD float pscore(const Target<T>& target, int64_t n) const {
     return static_cast<float>(
         windowed_score(of(target.template box<kNl>(n)), target.template score<kNl>(n), window[n], window_influence));
   }
@@ -326,13 +326,14 @@ inline bool tame_target(const Penalty& penalty) {
          penalty.target_ratio >= 1e-30 && penalty.target_ratio <= 1e30;
 }
 
-// Upper bounds of the float32 pscores and whether each bound is sure to hold.
+// Upper bounds of the float32 pscores, NaN where no bound is sure to hold (or the score
+// is NaN): such cells always have their pscore evaluated.
 // penalty <= 1 gives pscore <= score*(1 - wi) + window*wi, and rounding is monotonic,
 // so the float32 bound is at least the float32 pscore.
 template <bool kNl, typename T>
 SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, int64_t begin, int64_t end,
-                                       float* bound, uint8_t* safe) {
-  // Locals, not members: a store through uint8_t* could alias the structs and force reloads.
+                                       float* bound) {
+  // Locals, not members: a store through float* could alias the structs and force reloads.
   const int64_t cells = target.cells;
   const double *anchor_w = target.anchors + 2 * cells, *anchor_h = target.anchors + 3 * cells;
   const T *vis_w = target.loc_vis + 2 * cells, *vis_h = target.loc_vis + 3 * cells;
@@ -342,11 +343,68 @@ SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& p
   const Target<T> local = target;
 #pragma omp simd
   for (int64_t n = begin; n < end; ++n) {
-    bound[n] = static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
+    const float value =
+        static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
     bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
     if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
-    safe[n] = tame;
+    bound[n] = tame ? value : std::numeric_limits<float>::quiet_NaN();
   }
+}
+
+// A cell of [begin, end) with the highest bound (begin when every bound is NaN).
+SNLT_VECTOR_TARGETS int64_t highest_bound(const float* bound, int64_t begin, int64_t end) {
+  // Lane-wise running maxima: one compare and two selects per cell, vectorized.
+  constexpr int kLanes = 16;
+  float lane_max[kLanes];
+  int64_t lane_cell[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) {
+    lane_max[lane] = -std::numeric_limits<float>::infinity();
+    lane_cell[lane] = begin;
+  }
+  int64_t start = begin;
+  for (; start + kLanes <= end; start += kLanes) {
+#pragma omp simd
+    for (int lane = 0; lane < kLanes; ++lane) {
+      const bool higher = bound[start + lane] > lane_max[lane];
+      lane_max[lane] = higher ? bound[start + lane] : lane_max[lane];
+      lane_cell[lane] = higher ? start + lane : lane_cell[lane];
+    }
+  }
+  int64_t seed = lane_cell[0];
+  for (int lane = 1; lane < kLanes; ++lane) seed = lane_max[lane] > bound[seed] ? lane_cell[lane] : seed;
+  for (int64_t n = start; n < end; ++n) seed = bound[n] > bound[seed] ? n : seed;
+  return seed;
+}
+
+// Cells of [begin, end) that may reach `reached` (all but those bounded below it), in
+// order, into `contenders`; returns how many.
+SNLT_VECTOR_TARGETS int64_t collect_contenders(const float* bound, float reached, int64_t begin, int64_t end,
+                                               int64_t* contenders) {
+  // Few cells qualify: a vectorized count skips whole chunks without one.
+  constexpr int64_t kChunk = 64;
+  int64_t count = 0;
+  for (int64_t start = begin; start < end; start += kChunk) {
+    const int64_t stop = std::min(start + kChunk, end);
+    int in_chunk = 0;
+#pragma omp simd reduction(+ : in_chunk)
+    for (int64_t n = start; n < stop; ++n) in_chunk += !(bound[n] < reached);
+    if (in_chunk == 0) continue;
+    for (int64_t n = start; n < stop; ++n) {
+      contenders[count] = n;
+      count += !(bound[n] < reached);
+    }
+  }
+  return count;
+}
+
+// The float32 pscores of `count` cells, vectorized over the list (gathered loads).
+template <bool kNl, typename T>
+SNLT_VECTOR_TARGETS void pscores_of(const Target<T>& target, const Penalty& penalty, const int64_t* cells,
+                                    int64_t count, float* pscore) {
+  const Target<T> local_target = target;
+  const Penalty local_penalty = penalty;
+#pragma omp simd
+  for (int64_t k = 0; k < count; ++k) pscore[k] = local_penalty.template pscore<kNl>(local_target, cells[k]);
 }
 
 // The contract's best cell, evaluating the full penalty only where the bound allows a win.
@@ -356,28 +414,30 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
   // penalty_k = 0 (the long-term tracker's lost mode) qualifies: the penalty is then 1.
   const bool bounded = penalty.penalty_k >= 0.0 && penalty.penalty_k < std::numeric_limits<double>::infinity() &&
                        penalty.window_influence >= 0.0 && penalty.window_influence <= 1.0 && tame_target(penalty);
+  workspace.contenders.resize(cells);
+  workspace.contender_pscore.resize(cells);
+  // Each range writes only its own part [begin, end) of the workspace.
+  int64_t* contenders = workspace.contenders.data();
+  float* contender_pscore = workspace.contender_pscore.data();
+  auto best_of_contenders = [&](int64_t begin, int64_t count, Candidate best) {
+    pscores_of<kNl>(target, penalty, contenders + begin, count, contender_pscore + begin);
+    for (int64_t k = begin; k < begin + count; ++k) best.offer(contender_pscore[k], contenders[k]);
+    return best;
+  };
   if (!bounded) {
     return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
-      for (int64_t n = begin; n < end; ++n) best.offer(penalty.pscore<kNl>(target, n), n);
-      return best;
+      for (int64_t n = begin; n < end; ++n) contenders[n] = n;
+      return best_of_contenders(begin, end - begin, best);
     });
   }
   workspace.bound.resize(cells);
-  workspace.safe.resize(cells);
   float* bound = workspace.bound.data();
-  uint8_t* safe = workspace.safe.data();
   return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
-    pscore_bounds<kNl>(target, penalty, begin, end, bound, safe);
+    pscore_bounds<kNl>(target, penalty, begin, end, bound);
     // The cell with the highest bound is a good guess of the range's winner: its
     // pscore is reached, and no cell whose bound is below it can win.
-    int64_t seed = begin;
-    for (int64_t n = begin + 1; n < end; ++n) seed = bound[n] > bound[seed] ? n : seed;
-    const float reached = penalty.pscore<kNl>(target, seed);
-    for (int64_t n = begin; n < end; ++n) {
-      if (safe[n] && bound[n] < reached) continue;
-      best.offer(penalty.pscore<kNl>(target, n), n);
-    }
-    return best;
+    const float reached = penalty.pscore<kNl>(target, highest_bound(bound, begin, end));
+    return best_of_contenders(begin, collect_contenders(bound, reached, begin, end, contenders + begin), best);
   });
 }
 

@@ -9,6 +9,9 @@
 #ifdef __CUDACC__
 #define SNLT_HD __host__ __device__ __forceinline__
 #else
+// Always inlined: the CPU loops are compiled per instruction set (target_clones), and GCC
+// does not inline helpers across a differing -march unless told to; a call left in a
+// loop over cells keeps it from vectorizing.
 #define SNLT_HD [[gnu::always_inline]] inline
 #endif
 
