@@ -243,11 +243,21 @@ def _(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, pen
 # --------------------------------------------------------------------------- validation
 
 
-def _check_tensor(name, value):
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+# These run on every tracking frame, where they cost as much as the kernel itself: each
+# tensor attribute is read once, and shapes are compared as torch.Size against tuples.
+
+
+def _check_tensors(named_tensors):
+    """Each (name, value) is a floating-point tensor on the device of the first."""
+    first_name, first = named_tensors[0]
+    device = first.device if isinstance(first, Tensor) else None
+    for name, value in named_tensors:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+        if value.device != device:
+            raise ValueError(f"{name} must be on the device of {first_name} ({device}), got {value.device}")
 
 
 def _check_number(name, value):
@@ -258,52 +268,41 @@ def _check_number(name, value):
     return float(value)
 
 
-def _check_same_device(named_tensors):
-    first_name, first = named_tensors[0]
-    for name, value in named_tensors[1:]:
-        if value.device != first.device:
-            raise ValueError(f"{name} must be on the device of {first_name} ({first.device}), got {value.device}")
-
-
 def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
     """Validate the heads and anchors; returns the heads in one kernel dtype (float32 or float64), contiguous."""
-    _check_tensor("cls_vis", cls_vis)
-    _check_tensor("loc_vis", loc_vis)
-    _check_tensor("anchors", anchors)
     if (cls_nl is None) != (loc_nl is None):
         raise ValueError("cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)")
-    heads = [("cls_vis", cls_vis), ("loc_vis", loc_vis)]
+    heads = (("cls_vis", cls_vis), ("loc_vis", loc_vis))
     if cls_nl is not None:
-        _check_tensor("cls_nl", cls_nl)
-        _check_tensor("loc_nl", loc_nl)
-        heads += [("cls_nl", cls_nl), ("loc_nl", loc_nl)]
-    _check_same_device(heads + [("anchors", anchors)])
-    if cls_vis.dim() != 4 or cls_vis.shape[1] < 2 or cls_vis.shape[1] % 2:
-        raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(cls_vis.shape)}")
-    batch, channels, height, width = cls_vis.shape
+        heads += (("cls_nl", cls_nl), ("loc_nl", loc_nl))
+    _check_tensors(heads + (("anchors", anchors),))
+    shape = cls_vis.shape
+    if len(shape) != 4 or shape[1] < 2 or shape[1] % 2:
+        raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(shape)}")
+    batch, channels, height, width = shape
     anchor_num = channels // 2
     if height < 1 or width < 1:
-        raise ValueError(f"cls_vis must have a non-empty score map, got shape {tuple(cls_vis.shape)}")
+        raise ValueError(f"cls_vis must have a non-empty score map, got shape {tuple(shape)}")
     expected_loc = (batch, 4 * anchor_num, height, width)
-    if tuple(loc_vis.shape) != expected_loc:
+    if loc_vis.shape != expected_loc:
         raise ValueError(
-            f"loc_vis must be [B, 4A, H, W] = {expected_loc} to match cls_vis {tuple(cls_vis.shape)} "
+            f"loc_vis must be [B, 4A, H, W] = {expected_loc} to match cls_vis {tuple(shape)} "
             f"(A = {anchor_num}), got {tuple(loc_vis.shape)}"
         )
     if cls_nl is not None:
-        for name, value, expected in (("cls_nl", cls_nl, cls_vis.shape), ("loc_nl", loc_nl, expected_loc)):
-            if tuple(value.shape) != tuple(expected):
+        for name, value, expected in (("cls_nl", cls_nl, shape), ("loc_nl", loc_nl, expected_loc)):
+            if value.shape != expected:
                 raise ValueError(f"{name} must have the shape of the visual head, {tuple(expected)}, got {tuple(value.shape)}")
-    if tuple(anchors.shape) != (4, anchor_num, height, width):
+    if anchors.shape != (4, anchor_num, height, width):
         raise ValueError(
             f"anchors must be [4, A, H, W] = {(4, anchor_num, height, width)} for A = {anchor_num} anchors and a "
             f"{height}x{width} score map, got {tuple(anchors.shape)}"
         )
-    dtypes = {value.dtype for _, value in heads}
-    if len(dtypes) != 1:
+    dtype = cls_vis.dtype
+    if any(value.dtype != dtype for _, value in heads):
         raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
     # Half types convert to float32 exactly, so the kernels read float32 or float64 only.
-    kernel_dtype = accumulator_dtype(cls_vis.dtype)
+    kernel_dtype = accumulator_dtype(dtype)
     prepared = [None if v is None else _as_kernel_input(v, kernel_dtype) for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
     return prepared, _as_kernel_input(anchors, torch.float64)
 
@@ -316,9 +315,8 @@ def _as_kernel_input(tensor, dtype):
 
 
 def _check_window(window, anchors):
-    _check_tensor("window", window)
-    _check_same_device([("anchors", anchors), ("window", window)])
-    if tuple(window.shape) != tuple(anchors.shape[1:]):
+    _check_tensors((("anchors", anchors), ("window", window)))
+    if window.shape != anchors.shape[1:]:
         raise ValueError(
             f"window must be [A, H, W] = {tuple(anchors.shape[1:])} to match the anchors, got {tuple(window.shape)}"
         )
@@ -332,7 +330,7 @@ def _check_target_size(target_size, batch, device):
             raise TypeError(f"target_size must hold real numbers, got {target_size.dtype}")
         if target_size.device != device:
             raise ValueError(f"target_size must be on the device of cls_vis ({device}), got {target_size.device}")
-        sizes = target_size.to(torch.float64)
+        sizes = target_size
     else:
         try:
             sizes = torch.as_tensor(target_size, dtype=torch.float64)
@@ -340,14 +338,16 @@ def _check_target_size(target_size, batch, device):
             raise TypeError(f"target_size must be a tensor or a sequence of (w, h) numbers, got {target_size!r}") from error
     if sizes.shape == (2,):
         sizes = sizes.expand(batch, 2)
-    if tuple(sizes.shape) != (batch, 2):
+    if sizes.shape != (batch, 2):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
     if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
         if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
             raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
-    return _as_kernel_input(sizes.to(device), torch.float64)
+    if sizes.device != device:
+        sizes = sizes.to(device)
+    return _as_kernel_input(sizes, torch.float64)
 
 
 # --------------------------------------------------------------------------- public API
