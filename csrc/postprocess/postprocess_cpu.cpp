@@ -1,8 +1,10 @@
 // CPU kernels of dynamic_aggregate and track_postprocess: float64 arithmetic as in
 // postprocess_math.h, cells vectorized and, in maps of more than kCellsPerThread cells,
-// split between torch's threads (the network that ran just before leaves them awake). Each
-// reduction keeps the contract's order: per-cell entropy terms are summed in lane order
-// afterwards, and the argmax's order is a strict total order (ranks_before).
+// split between torch's threads (the network that ran just before leaves them awake).
+// Threads take lanes, not runs of cells: cell n belongs to entropy lane n % kEntropyLanes,
+// so each thread adds its lanes' entropy terms in the contract's order as it goes, and
+// later visits the same cells (still in its cache) for the argmax, whose order is a strict
+// total order (ranks_before).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -119,55 +121,84 @@ struct VectorMath {
   }
 };
 
-// Cells [begin, end) of a target's heads: probabilities into p_vis (and p_nl when kNl)
-// and entropy terms into term_vis (term_nl). The NL head shares the visual head's loop:
-// two independent chains per cell, both computed before either is stored, keep more of
-// the vector units busy (~15% faster than one head per loop).
-template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void head_cells(const T* cls_vis, const T* cls_nl, int64_t cells, int64_t begin, int64_t end,
-                                    double* p_vis, double* p_nl, double* term_vis, double* term_nl) {
-#pragma omp simd
-  for (int64_t n = begin; n < end; ++n) {
-    const double vis = foreground_probability<VectorMath>(cls_vis[n], cls_vis[cells + n]);
-    const double nl = kNl ? foreground_probability<VectorMath>(cls_nl[n], cls_nl[cells + n]) : 0.0;
-    p_vis[n] = vis;
-    if constexpr (kNl) p_nl[n] = nl;
-    term_vis[n] = entropy_term<VectorMath>(vis);
-    if constexpr (kNl) term_nl[n] = entropy_term<VectorMath>(nl);
-  }
-}
-
-// -(the sum of terms[cells]) in the contract's order.
-SNLT_VECTOR_TARGETS double entropy_of(const double* terms, int64_t cells) {
-  double lanes[kEntropyLanes] = {};
-  for (int64_t start = 0; start < cells; start += kEntropyLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kEntropyLanes, cells - start));
-#pragma omp simd
-    for (int lane = 0; lane < count; ++lane) lanes[lane] += terms[start + lane];
-  }
-  return -lane_tree_sum(lanes);
-}
-
-// A target's map of up to this many cells stays on one thread (at::parallel_for's grain).
+// A target's map of up to this many cells stays on one thread.
 constexpr int64_t kCellsPerThread = 2048;
 
-// A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and
-// their entropies; the cells in parallel, the entropy sums in order afterwards.
+// Threads take the lanes in blocks of kLaneBlock.
+constexpr int64_t kLaneBlock = 16;
+constexpr int64_t kLaneBlocks = kEntropyLanes / kLaneBlock;
+
+// The cells of lanes [first_lane, first_lane + lane_count): the runs [begin, run_end(begin))
+// for begin = first_lane, first_lane + kEntropyLanes, ... < cells. The vectorized loops walk
+// the runs themselves: a call per run would cost as much as its cells.
+struct LaneRange {
+  int64_t first_lane, lane_count;
+
+  SNLT_HD int64_t run_end(int64_t begin, int64_t cells) const {
+    return begin + lane_count < cells ? begin + lane_count : cells;
+  }
+
+  // Room for one entry per cell of the range, disjoint from the other ranges' rooms.
+  int64_t room_offset(int64_t cells) const { return first_lane * ((cells + kEntropyLanes - 1) / kEntropyLanes); }
+};
+
+// The lane blocks each thread takes: enough that a thread gets kCellsPerThread cells.
+inline int64_t lane_blocks_per_thread(int64_t cells) {
+  return std::max<int64_t>(1, kCellsPerThread * kLaneBlocks / std::max<int64_t>(cells, 1));
+}
+
+// body(LaneRange) over all lanes, split between threads.
+template <class Body>
+void parallel_over_lanes(int64_t cells, const Body& body) {
+  at::parallel_for(0, kLaneBlocks, lane_blocks_per_thread(cells), [&](int64_t begin, int64_t end) {
+    body(LaneRange{begin * kLaneBlock, (end - begin) * kLaneBlock});
+  });
+}
+
+// The range's cells of a target's heads: probabilities into p_vis (and p_nl when kNl),
+// entropy terms added to lanes_vis[l] (lanes_nl[l]) for lane first_lane + l, in step order.
+// The NL head shares the visual head's loop: two independent chains per cell keep more of
+// the vector units busy (~15% faster than one head per loop).
+template <bool kNl, typename T>
+SNLT_VECTOR_TARGETS void head_lanes(const T* cls_vis, const T* cls_nl, int64_t cells, LaneRange range, double* p_vis,
+                                    double* p_nl, double* lanes_vis, double* lanes_nl) {
+  for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
+    const int64_t count = range.run_end(begin, cells) - begin;
+#pragma omp simd
+    for (int64_t l = 0; l < count; ++l) {
+      const int64_t n = begin + l;
+      const double vis = foreground_probability<VectorMath>(cls_vis[n], cls_vis[cells + n]);
+      const double nl = kNl ? foreground_probability<VectorMath>(cls_nl[n], cls_nl[cells + n]) : 0.0;
+      p_vis[n] = vis;
+      if constexpr (kNl) p_nl[n] = nl;
+      lanes_vis[l] = lanes_vis[l] + entropy_term<VectorMath>(vis);
+      if constexpr (kNl) lanes_nl[l] = lanes_nl[l] + entropy_term<VectorMath>(nl);
+    }
+  }
+}
+
+// A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and their
+// entropies into entropy[0] (entropy[1]).
 template <bool kNl, typename T>
 void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double* p_vis, double* p_nl,
-                        double* terms, double* entropy) {
-  at::parallel_for(0, cells, kCellsPerThread, [&](int64_t begin, int64_t end) {
-    head_cells<kNl>(cls_vis, cls_nl, cells, begin, end, p_vis, p_nl, terms, terms + cells);
+                        double* entropy) {
+  double lanes[2][kEntropyLanes];
+  parallel_over_lanes(cells, [&](LaneRange range) {
+    // The partial sums live on this thread's stack while it adds to them.
+    double vis[kEntropyLanes] = {}, nl[kEntropyLanes] = {};
+    head_lanes<kNl>(cls_vis, cls_nl, cells, range, p_vis, p_nl, vis, nl);
+    std::copy_n(vis, range.lane_count, lanes[0] + range.first_lane);
+    std::copy_n(nl, range.lane_count, lanes[1] + range.first_lane);
   });
-  entropy[0] = entropy_of(terms, cells);
-  if constexpr (kNl) entropy[1] = entropy_of(terms + cells, cells);
+  entropy[0] = -lane_tree_sum(lanes[0]);
+  if constexpr (kNl) entropy[1] = -lane_tree_sum(lanes[1]);
 }
 
 // Every head of every target: its probabilities [B][heads][cells] and entropies [B][heads].
 struct HeadProbabilities {
   int heads_per_target;
   int64_t cells;
-  std::vector<double> values, entropy, terms;
+  std::vector<double> values, entropy;
 
   template <typename T>
   void compute(const Heads<T>& heads, const Geometry& geometry) {
@@ -175,15 +206,13 @@ struct HeadProbabilities {
     cells = geometry.cells();
     values.resize(geometry.batch * heads_per_target * cells);
     entropy.resize(geometry.batch * heads_per_target);
-    terms.resize(heads_per_target * cells);
     for (int64_t b = 0; b < geometry.batch; ++b) {
       double* p = values.data() + b * heads_per_target * cells;
       const T* cls_vis = heads.cls_vis + b * 2 * cells;
       if (heads_per_target == 2) {
-        head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, p, p + cells, terms.data(),
-                                 entropy.data() + 2 * b);
+        head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, p, p + cells, entropy.data() + 2 * b);
       } else {
-        head_probabilities<false>(cls_vis, cls_vis, cells, p, p, terms.data(), entropy.data() + b);
+        head_probabilities<false>(cls_vis, cls_vis, cells, p, p, entropy.data() + b);
       }
     }
   }
@@ -305,10 +334,17 @@ struct Candidate {
   }
 };
 
-// best_in(begin, end) -> the best Candidate of cells [begin, end), over all cells, in parallel.
+// best_in(LaneRange, Candidate) -> the best Candidate of the range's cells, over all lanes
+// in parallel: the threads take the cells of the heads' pass.
 template <typename BestIn>
-int64_t best_over_cells(int64_t cells, const BestIn& best_in) {
-  return at::parallel_reduce(0, cells, kCellsPerThread, Candidate{}, best_in, Candidate::best_of).index;
+int64_t best_over_lanes(int64_t cells, const BestIn& best_in) {
+  return at::parallel_reduce(
+             0, kLaneBlocks, lane_blocks_per_thread(cells), Candidate{},
+             [&](int64_t begin, int64_t end, Candidate best) {
+               return best_in(LaneRange{begin * kLaneBlock, (end - begin) * kLaneBlock}, best);
+             },
+             Candidate::best_of)
+      .index;
 }
 
 // Size deltas within +-30 on anchors within [1e-10, 1e10] give box sizes within
@@ -326,13 +362,14 @@ inline bool tame_target(const Penalty& penalty) {
          penalty.target_ratio >= 1e-30 && penalty.target_ratio <= 1e30;
 }
 
-// Upper bounds of the float32 pscores, NaN where no bound is sure to hold (or the score
-// is NaN): such cells always have their pscore evaluated.
+// Upper bounds of the float32 pscores of the range's cells, NaN where no bound is sure to
+// hold (or the score is NaN): such cells always have their pscore evaluated. Returns a cell
+// with the highest bound (the range's first when every bound is NaN).
 // penalty <= 1 gives pscore <= score*(1 - wi) + window*wi, and rounding is monotonic,
 // so the float32 bound is at least the float32 pscore.
 template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& penalty, int64_t begin, int64_t end,
-                                       float* bound) {
+SNLT_VECTOR_TARGETS int64_t pscore_bounds(const Target<T>& target, const Penalty& penalty, LaneRange range,
+                                          float* bound) {
   // Locals, not members: a store through float* could alias the structs and force reloads.
   const int64_t cells = target.cells;
   const double *anchor_w = target.anchors + 2 * cells, *anchor_h = target.anchors + 3 * cells;
@@ -341,57 +378,51 @@ SNLT_VECTOR_TARGETS void pscore_bounds(const Target<T>& target, const Penalty& p
   const double* window = penalty.window;
   const double window_influence = penalty.window_influence;
   const Target<T> local = target;
+  // Each lane's highest bound and its cell: running maxima, vectorized with the bounds.
+  float lane_max[kEntropyLanes];
+  int64_t lane_cell[kEntropyLanes];
+  std::fill_n(lane_max, kEntropyLanes, -std::numeric_limits<float>::infinity());
+  std::fill_n(lane_cell, kEntropyLanes, range.first_lane);
+  for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
+    const int64_t count = range.run_end(begin, cells) - begin;
 #pragma omp simd
-  for (int64_t n = begin; n < end; ++n) {
-    const float value =
-        static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
-    bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
-    if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
-    bound[n] = tame ? value : std::numeric_limits<float>::quiet_NaN();
-  }
-}
-
-// A cell of [begin, end) with the highest bound (begin when every bound is NaN).
-SNLT_VECTOR_TARGETS int64_t highest_bound(const float* bound, int64_t begin, int64_t end) {
-  // Lane-wise running maxima: one compare and two selects per cell, vectorized.
-  constexpr int kLanes = 16;
-  float lane_max[kLanes];
-  int64_t lane_cell[kLanes];
-  for (int lane = 0; lane < kLanes; ++lane) {
-    lane_max[lane] = -std::numeric_limits<float>::infinity();
-    lane_cell[lane] = begin;
-  }
-  int64_t start = begin;
-  for (; start + kLanes <= end; start += kLanes) {
-#pragma omp simd
-    for (int lane = 0; lane < kLanes; ++lane) {
-      const bool higher = bound[start + lane] > lane_max[lane];
-      lane_max[lane] = higher ? bound[start + lane] : lane_max[lane];
-      lane_cell[lane] = higher ? start + lane : lane_cell[lane];
+    for (int64_t l = 0; l < count; ++l) {
+      const int64_t n = begin + l;
+      const float value =
+          static_cast<float>(windowed_score(1.0, local.template score<kNl>(n), window[n], window_influence));
+      bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
+      if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
+      const float limit = tame ? value : std::numeric_limits<float>::quiet_NaN();
+      bound[n] = limit;
+      const bool higher = limit > lane_max[l];
+      lane_max[l] = higher ? limit : lane_max[l];
+      lane_cell[l] = higher ? n : lane_cell[l];
     }
   }
   int64_t seed = lane_cell[0];
-  for (int lane = 1; lane < kLanes; ++lane) seed = lane_max[lane] > bound[seed] ? lane_cell[lane] : seed;
-  for (int64_t n = start; n < end; ++n) seed = bound[n] > bound[seed] ? n : seed;
+  for (int64_t l = 1; l < range.lane_count; ++l) seed = lane_max[l] > bound[seed] ? lane_cell[l] : seed;
   return seed;
 }
 
-// Cells of [begin, end) that may reach `reached` (all but those bounded below it), in
-// order, into `contenders`; returns how many.
-SNLT_VECTOR_TARGETS int64_t collect_contenders(const float* bound, float reached, int64_t begin, int64_t end,
+// The range's cells that may reach `reached` (all but those bounded below it), in order,
+// into `contenders`; returns how many.
+SNLT_VECTOR_TARGETS int64_t collect_contenders(const float* bound, float reached, int64_t cells, LaneRange range,
                                                int64_t* contenders) {
   // Few cells qualify: a vectorized count skips whole chunks without one.
   constexpr int64_t kChunk = 64;
   int64_t count = 0;
-  for (int64_t start = begin; start < end; start += kChunk) {
-    const int64_t stop = std::min(start + kChunk, end);
-    int in_chunk = 0;
+  for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
+    const int64_t end = range.run_end(begin, cells);
+    for (int64_t start = begin; start < end; start += kChunk) {
+      const int64_t stop = start + kChunk < end ? start + kChunk : end;
+      int in_chunk = 0;
 #pragma omp simd reduction(+ : in_chunk)
-    for (int64_t n = start; n < stop; ++n) in_chunk += !(bound[n] < reached);
-    if (in_chunk == 0) continue;
-    for (int64_t n = start; n < stop; ++n) {
-      contenders[count] = n;
-      count += !(bound[n] < reached);
+      for (int64_t n = start; n < stop; ++n) in_chunk += !(bound[n] < reached);
+      if (in_chunk == 0) continue;
+      for (int64_t n = start; n < stop; ++n) {
+        contenders[count] = n;
+        count += !(bound[n] < reached);
+      }
     }
   }
   return count;
@@ -414,30 +445,35 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
   // penalty_k = 0 (the long-term tracker's lost mode) qualifies: the penalty is then 1.
   const bool bounded = penalty.penalty_k >= 0.0 && penalty.penalty_k < std::numeric_limits<double>::infinity() &&
                        penalty.window_influence >= 0.0 && penalty.window_influence <= 1.0 && tame_target(penalty);
-  workspace.contenders.resize(cells);
-  workspace.contender_pscore.resize(cells);
-  // Each range writes only its own part [begin, end) of the workspace.
+  const int64_t room = kEntropyLanes * ((cells + kEntropyLanes - 1) / kEntropyLanes);
+  workspace.contenders.resize(room);
+  workspace.contender_pscore.resize(room);
+  // Each range writes only its own room of the workspace.
   int64_t* contenders = workspace.contenders.data();
   float* contender_pscore = workspace.contender_pscore.data();
-  auto best_of_contenders = [&](int64_t begin, int64_t count, Candidate best) {
-    pscores_of<kNl>(target, penalty, contenders + begin, count, contender_pscore + begin);
-    for (int64_t k = begin; k < begin + count; ++k) best.offer(contender_pscore[k], contenders[k]);
+  auto best_of_contenders = [&](int64_t offset, int64_t count, Candidate best) {
+    pscores_of<kNl>(target, penalty, contenders + offset, count, contender_pscore + offset);
+    for (int64_t k = offset; k < offset + count; ++k) best.offer(contender_pscore[k], contenders[k]);
     return best;
   };
   if (!bounded) {
-    return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
-      for (int64_t n = begin; n < end; ++n) contenders[n] = n;
-      return best_of_contenders(begin, end - begin, best);
+    return best_over_lanes(cells, [&](LaneRange range, Candidate best) {
+      const int64_t offset = range.room_offset(cells);
+      int64_t count = 0;
+      for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
+        for (int64_t n = begin; n < range.run_end(begin, cells); ++n) contenders[offset + count++] = n;
+      }
+      return best_of_contenders(offset, count, best);
     });
   }
   workspace.bound.resize(cells);
   float* bound = workspace.bound.data();
-  return best_over_cells(cells, [&](int64_t begin, int64_t end, Candidate best) {
-    pscore_bounds<kNl>(target, penalty, begin, end, bound);
+  return best_over_lanes(cells, [&](LaneRange range, Candidate best) {
     // The cell with the highest bound is a good guess of the range's winner: its
     // pscore is reached, and no cell whose bound is below it can win.
-    const float reached = penalty.pscore<kNl>(target, highest_bound(bound, begin, end));
-    return best_of_contenders(begin, collect_contenders(bound, reached, begin, end, contenders + begin), best);
+    const float reached = penalty.pscore<kNl>(target, pscore_bounds<kNl>(target, penalty, range, bound));
+    const int64_t offset = range.room_offset(cells);
+    return best_of_contenders(offset, collect_contenders(bound, reached, cells, range, contenders + offset), best);
   });
 }
 
