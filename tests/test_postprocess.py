@@ -106,7 +106,8 @@ case_settings = st.fixed_dictionaries(
         "width": st.integers(1, 9),
         "nl": st.booleans(),
         "dtype": st.sampled_from(DTYPES),
-        "logit_scale": st.sampled_from([0.5, 3.0, 40.0]),
+        # 400: logit gaps past 709 give p == 0 and subnormal p (the entropy's log edge cases).
+        "logit_scale": st.sampled_from([0.5, 3.0, 40.0, 400.0]),
         # Large deltas overflow exp: boxes of size 0 or inf, NaN penalties.
         "delta_scale": st.sampled_from([0.3, 2.0, 20.0, 400.0]),
         "target_scale": st.sampled_from([1.0, 1.0, 1e-40, 1e40]),
@@ -173,7 +174,8 @@ def all_backends():
 
 
 # Score maps small enough for one thread, and large enough (over 2048 cells) that the CPU
-# kernel splits a target's cells between threads.
+# kernel splits a target's cells between threads: cell n is in entropy lane n % 256, and
+# two threads take lanes 0-127 and 128-255.
 MAP_SIZES = [7, 25]
 
 
@@ -182,7 +184,7 @@ MAP_SIZES = [7, 25]
 def test_ties_go_to_the_lowest_index(backend, device, size):
     """Equal logits, zero deltas and a flat window: every cell of the anchor that fits the
     target best has the same pscore, and the first of them wins (at S = 25 the tied cells
-    of target 0 straddle the halves that two threads take)."""
+    fill every lane, so each of two threads holds some)."""
     anchor_num = 5
     anchors = snlt_fast.generate_anchors(8, SIAMRPN_RATIOS, [8], size, device=device)
     zeros = torch.zeros
@@ -206,14 +208,33 @@ def test_nan_picks_the_first_nan_cell(backend, device, head, anchor_num, height,
                          device=device)  # fmt: skip
     channels = inputs[head].shape[1]
     # Two NaNs in target 1, in the last channel group: anchor A-1 and the earlier anchor 1
-    # (on the large map, in different threads' halves); none in target 0.
-    inputs[head][1, channels - 1, 3, 2] = math.nan
+    # (on the large map in lanes 131 and 117, which different threads take); none in target 0.
+    inputs[head][1, channels - 1, 3, width // 2 - 2] = math.nan
     inputs[head][1, channels - anchor_num + 1, 0, 4] = math.nan
     result = snlt_fast.track_postprocess(**inputs, backend=backend)
     first_nan = 1 * height * width + 0 * width + 4  # anchor 1, row 0, column 4
     assert result.index[1].item() == first_nan
     assert math.isnan(result.pscore[1].item())
     assert not math.isnan(result.pscore[0].item())
+
+
+@pytest.mark.parametrize("backend, device", FAST_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logit_gaps_past_the_range_of_exp(backend, device, dtype):
+    """Background-minus-foreground gaps where exp overflows or underflows: p == 1, p == 0
+    and subnormal p, all of which the entropy's terms meet."""
+    inputs = make_inputs(8, batch=2, anchor_num=3, height=5, width=5, dtype=dtype, device=device)
+    gaps = torch.tensor([-1000.0, -745.5, -720.0, 0.0, 708.5, 709.5, 709.9, 720.0, 745.2, 746.0, 1000.0])
+    for head in ("cls_vis", "cls_nl"):
+        cls = inputs[head]
+        anchor_num = cls.shape[1] // 2
+        cells = cls[0, anchor_num:].numel()
+        tiled = gaps.repeat(-(-cells // len(gaps)))[:cells].reshape(cls[0, anchor_num:].shape)
+        cls[0, :anchor_num] = cls[0, anchor_num:] + tiled.to(dtype=dtype, device=device)
+    expected = snlt_fast.track_postprocess(**inputs, backend="reference")
+    assert_results_equal(snlt_fast.track_postprocess(**inputs, backend=backend), expected)
+    expected = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="reference")
+    assert_results_equal(snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend=backend), expected)
 
 
 @pytest.mark.parametrize("backend, device", all_backends())

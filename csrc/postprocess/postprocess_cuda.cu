@@ -16,7 +16,7 @@ constexpr int kThreads = 2 * kEntropyLanes;
 
 struct CudaMath {
   __host__ __device__ static double exp(double x) { return ::exp(x); }
-  __host__ __device__ static double log(double x) { return ::log(x); }
+  __host__ __device__ static double log_positive(double x) { return ::log(x); }
 };
 
 // This block's target: evaluates the contract at any cell (probabilities recomputed, not stored).

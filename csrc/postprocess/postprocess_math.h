@@ -1,6 +1,6 @@
 // The arithmetic contract of snlt_fast/ops/postprocess.py, one formula per function,
 // shared by the CPU and CUDA kernels so that both round every step the same way.
-// `Math` supplies exp and log (CUDA's on the device; vectorizable ones on the CPU).
+// `Math` supplies exp and log_positive (CUDA's on the device; vectorizable ones on the CPU).
 #pragma once
 
 #include <cmath>
@@ -29,10 +29,11 @@ SNLT_HD double foreground_probability(double background, double foreground) {
   return 1.0 / (1.0 + Math::exp(background - foreground));
 }
 
-// p * ln(p), with 0 * ln(0) = 0; NaN stays NaN.
+// p * ln(p), with 0 * ln(0) = 0; NaN stays NaN. Math::log_positive need only handle
+// positive finite p: the product turns whatever it returns for a NaN p into NaN.
 template <class Math>
 SNLT_HD double entropy_term(double p) {
-  return p == 0.0 ? 0.0 : p * Math::log(p);
+  return p == 0.0 ? 0.0 : p * Math::log_positive(p);
 }
 
 // lanes[0] after adding lanes l and l + w for w = kEntropyLanes / 2, ..., 1 (destroys lanes).
