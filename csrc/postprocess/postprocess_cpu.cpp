@@ -133,7 +133,8 @@ struct LaneRange {
     return begin + lane_count < cells ? begin + lane_count : cells;
   }
 
-  // Room for one entry per cell of the range, disjoint from the other ranges' rooms.
+  // A room holds an entry per cell of the range, in run order; the ranges' rooms are
+  // disjoint, and each is contiguous (threads writing interleaved lines slow each other).
   int64_t room_offset(int64_t cells) const { return first_lane * ((cells + kEntropyLanes - 1) / kEntropyLanes); }
 };
 
@@ -357,9 +358,9 @@ inline bool tame_target(const Penalty& penalty) {
          penalty.target_ratio >= 1e-30 && penalty.target_ratio <= 1e30;
 }
 
-// Upper bounds of the float32 pscores of the range's cells, NaN where no bound is sure to
-// hold (or the score is NaN): such cells always have their pscore evaluated. Returns a cell
-// with the highest bound (the range's first when every bound is NaN).
+// Upper bounds of the float32 pscores of the range's cells into its room `bound`, NaN where
+// no bound is sure to hold (or the score is NaN): such cells always have their pscore
+// evaluated. Returns a cell with the highest bound (the range's first when every bound is NaN).
 // penalty <= 1 gives pscore <= score*(1 - wi) + window*wi, and rounding is monotonic,
 // so the float32 bound is at least the float32 pscore.
 template <bool kNl, typename T>
@@ -388,39 +389,41 @@ SNLT_VECTOR_TARGETS int64_t pscore_bounds(const Target<T>& target, const Penalty
       bool tame = sizes_are_tame(vis_w[n], vis_h[n], anchor_w[n], anchor_h[n]);
       if constexpr (kNl) tame = tame & sizes_are_tame(nl_w[n], nl_h[n], anchor_w[n], anchor_h[n]);
       const float limit = tame ? value : std::numeric_limits<float>::quiet_NaN();
-      bound[n] = limit;
+      bound[l] = limit;
       const bool higher = limit > lane_max[l];
       lane_max[l] = higher ? limit : lane_max[l];
       lane_cell[l] = higher ? n : lane_cell[l];
     }
+    bound += count;
   }
-  int64_t seed = lane_cell[0];
-  for (int64_t l = 1; l < range.lane_count; ++l) seed = lane_max[l] > bound[seed] ? lane_cell[l] : seed;
-  return seed;
+  int64_t best = 0;
+  for (int64_t l = 1; l < range.lane_count; ++l) best = lane_max[l] > lane_max[best] ? l : best;
+  return lane_cell[best];
 }
 
 // The range's cells that may reach `reached` (all but those bounded below it), in order,
-// into `contenders`; returns how many.
+// into `contenders`; `bound` is the range's room. Returns how many.
 SNLT_VECTOR_TARGETS int64_t collect_contenders(const float* bound, float reached, int64_t cells, LaneRange range,
                                                int64_t* contenders) {
   // Few cells qualify: a vectorized count skips whole chunks without one.
   constexpr int64_t kChunk = 64;
-  int64_t count = 0;
+  int64_t found = 0;
   for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
-    const int64_t end = range.run_end(begin, cells);
-    for (int64_t start = begin; start < end; start += kChunk) {
-      const int64_t stop = start + kChunk < end ? start + kChunk : end;
+    const int64_t count = range.run_end(begin, cells) - begin;
+    for (int64_t start = 0; start < count; start += kChunk) {
+      const int64_t stop = start + kChunk < count ? start + kChunk : count;
       int in_chunk = 0;
 #pragma omp simd reduction(+ : in_chunk)
-      for (int64_t n = start; n < stop; ++n) in_chunk += !(bound[n] < reached);
+      for (int64_t l = start; l < stop; ++l) in_chunk += !(bound[l] < reached);
       if (in_chunk == 0) continue;
-      for (int64_t n = start; n < stop; ++n) {
-        contenders[count] = n;
-        count += !(bound[n] < reached);
+      for (int64_t l = start; l < stop; ++l) {
+        contenders[found] = begin + l;
+        found += !(bound[l] < reached);
       }
     }
+    bound += count;
   }
-  return count;
+  return found;
 }
 
 // The float32 pscores of `count` cells, vectorized over the list (gathered loads).
@@ -461,13 +464,13 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
       return best_of_contenders(offset, count, best);
     });
   }
-  workspace.bound.resize(cells);
-  float* bound = workspace.bound.data();
+  workspace.bound.resize(room);
   return best_over_lanes(cells, [&](LaneRange range, Candidate best) {
+    const int64_t offset = range.room_offset(cells);
+    float* bound = workspace.bound.data() + offset;
     // The cell with the highest bound is a good guess of the range's winner: its
     // pscore is reached, and no cell whose bound is below it can win.
     const float reached = penalty.pscore<kNl>(target, pscore_bounds<kNl>(target, penalty, range, bound));
-    const int64_t offset = range.room_offset(cells);
     return best_of_contenders(offset, collect_contenders(bound, reached, cells, range, contenders + offset), best);
   });
 }
