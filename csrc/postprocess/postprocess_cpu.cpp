@@ -191,32 +191,30 @@ void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double
 }
 
 // Every head of every target: its probabilities [B][heads][cells] and entropies [B][heads].
+// One target's head probabilities [heads][cells] and entropies [heads].
 struct HeadProbabilities {
-  int heads_per_target;
   int64_t cells;
-  std::vector<double> values, entropy;
+  std::vector<double> values;
+  double entropy[2];
 
   template <typename T>
-  void compute(const Heads<T>& heads, const Geometry& geometry) {
-    heads_per_target = heads.cls_nl != nullptr ? 2 : 1;
+  void compute(const Heads<T>& heads, const Geometry& geometry, int64_t b) {
     cells = geometry.cells();
-    values.resize(geometry.batch * heads_per_target * cells);
-    entropy.resize(geometry.batch * heads_per_target);
-    for (int64_t b = 0; b < geometry.batch; ++b) {
-      double* p = values.data() + b * heads_per_target * cells;
-      const T* cls_vis = heads.cls_vis + b * 2 * cells;
-      if (heads_per_target == 2) {
-        head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, p, p + cells, entropy.data() + 2 * b);
-      } else {
-        head_probabilities<false>(cls_vis, cls_vis, cells, p, p, entropy.data() + b);
-      }
+    const T* cls_vis = heads.cls_vis + b * 2 * cells;
+    if (heads.cls_nl != nullptr) {
+      values.resize(2 * cells);
+      head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, values.data(), values.data() + cells,
+                               entropy);
+    } else {
+      values.resize(cells);
+      head_probabilities<false>(cls_vis, cls_vis, cells, values.data(), values.data(), entropy);
     }
   }
 
-  const double* of(int64_t b, int head) const { return values.data() + (b * heads_per_target + head) * cells; }
+  const double* of(int head) const { return values.data() + head * cells; }
 };
 
-// Buffers reused from call to call (one set per calling thread).
+// Buffers reused from call to call (one set per thread that runs targets).
 struct Workspace {
   HeadProbabilities probabilities;
   std::vector<float> bound;  // the argmax's per-cell bounds for one target
@@ -243,16 +241,16 @@ struct Target {
         loc_nl(nullptr),
         anchors(anchors_),
         cells(probabilities.cells),
-        p_vis(probabilities.of(b, 0)),
+        p_vis(probabilities.of(0)),
         p_nl(nullptr),
         w_vis(1.0),
         w_nl(0.0),
-        h_vis(probabilities.entropy[b * probabilities.heads_per_target]),
+        h_vis(probabilities.entropy[0]),
         h_nl(std::numeric_limits<double>::quiet_NaN()) {
     if (heads.cls_nl != nullptr) {
       loc_nl = heads.loc_nl + b * 4 * cells;
-      p_nl = probabilities.of(b, 1);
-      h_nl = probabilities.entropy[b * 2 + 1];
+      p_nl = probabilities.of(1);
+      h_nl = probabilities.entropy[1];
       modality_weights<VectorMath>(alpha, h_vis, h_nl, &w_vis, &w_nl);
     }
   }
@@ -537,16 +535,27 @@ Workspace& thread_workspace() {
   return workspace;
 }
 
+// body(b, workspace) for each target b. With at least as many targets as threads, each
+// thread takes whole targets (their cell loops then run on it alone); with fewer, the
+// targets go one by one and each splits its cells between the threads.
+template <typename Body>
+void for_each_target(int64_t batch, const Body& body) {
+  const int64_t grain = batch >= at::get_num_threads() ? 1 : batch;
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    Workspace& workspace = thread_workspace();
+    for (int64_t b = begin; b < end; ++b) body(b, workspace);
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, double alpha, AggregateOutputs out) {
-  Workspace& workspace = thread_workspace();
-  HeadProbabilities& probabilities = workspace.probabilities;
-  probabilities.compute(heads, geometry);
   const int64_t cells = geometry.cells();
-  for (int64_t b = 0; b < geometry.batch; ++b) {
-    const Target<double> target = with_float64_deltas(Target<T>(heads, anchors, probabilities, b, alpha), workspace);
+  for_each_target(geometry.batch, [&](int64_t b, Workspace& workspace) {
+    workspace.probabilities.compute(heads, geometry, b);
+    const Target<double> target =
+        with_float64_deltas(Target<T>(heads, anchors, workspace.probabilities, b, alpha), workspace);
     workspace.vis_box.resize(4 * cells);
     at::parallel_for(0, cells, kCellsPerThread, [&](int64_t begin, int64_t end) {
       float *score = out.score + b * cells, *box = out.box + b * 4 * cells;
@@ -557,17 +566,15 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
       }
     });
     store_stats(target, out.stats + b * 4);
-  }
+  });
 }
 
 template <typename T>
 void track_cpu(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
                Geometry geometry, TrackParams params, int64_t* index, float* values) {
-  Workspace& workspace = thread_workspace();
-  HeadProbabilities& probabilities = workspace.probabilities;
-  probabilities.compute(heads, geometry);
-  for (int64_t b = 0; b < geometry.batch; ++b) {
-    const Target<T> target(heads, anchors, probabilities, b, params.alpha);
+  for_each_target(geometry.batch, [&](int64_t b, Workspace& workspace) {
+    workspace.probabilities.compute(heads, geometry, b);
+    const Target<T> target(heads, anchors, workspace.probabilities, b, params.alpha);
     const Penalty penalty(window, target_size + 2 * b, params);
     const bool nl = target.has_nl();
     const int64_t best =
@@ -576,7 +583,7 @@ void track_cpu(Heads<T> heads, const double* anchors, const double* window, cons
     const double score = nl ? target.template score<true>(best) : target.template score<false>(best);
     store_track_row(target, box, score, penalty.of(box), window[best], params, values + b * kTrackFields);
     index[b] = best;
-  }
+  });
 }
 
 template void aggregate_cpu<float>(Heads<float>, const double*, Geometry, double, AggregateOutputs);
