@@ -540,11 +540,17 @@ Workspace& thread_workspace() {
 // targets go one by one and each splits its cells between the threads.
 template <typename Body>
 void for_each_target(int64_t batch, const Body& body) {
-  const int64_t grain = batch >= at::get_num_threads() ? 1 : batch;
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+  const auto targets = [&](int64_t begin, int64_t end) {
     Workspace& workspace = thread_workspace();
     for (int64_t b = begin; b < end; ++b) body(b, workspace);
-  });
+  };
+  // Not at::parallel_for(..., grain = batch): its serial path marks a parallel region,
+  // which would keep the targets' own loops on one thread.
+  if (batch > 1 && batch >= at::get_num_threads()) {
+    at::parallel_for(0, batch, 1, targets);
+  } else {
+    targets(0, batch);
+  }
 }
 
 }  // namespace
