@@ -6,13 +6,20 @@ anchors and window, and the input errors.
 The Triton backend runs through the interpreter here, so its shapes stay small.
 """
 
+import ctypes
 import math
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils import cpp_extension
 
 import snlt_fast
 from conftest import HAS_CUDA, devices_for
@@ -283,6 +290,67 @@ def test_cpu_results_do_not_depend_on_the_thread_count(batch):
         torch.set_num_threads(threads)
     for serial, threaded in zip((*serial_track, *serial_maps), (*threaded_track, *threaded_maps)):
         assert_same_bits(serial, threaded)
+
+
+# --------------------------------------------------------------------------- instruction sets
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# The arithmetic flags of setup.py's C++ build; -march picks one instruction set.
+PROBE_FLAGS = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared"]
+
+
+def probe_library(instruction_set, directory):
+    """The CPU kernels compiled for `instruction_set` alone, behind tests/postprocess_isa_probe.cpp."""
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    library = directory / f"probe-{instruction_set}.so"
+    command = [
+        "g++", *PROBE_FLAGS, f"-march={instruction_set}", "-DSNLT_VECTOR_TARGETS=", f"-I{ROOT / 'csrc'}",
+        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        str(ROOT / "tests" / "postprocess_isa_probe.cpp"), str(ROOT / "csrc" / "postprocess" / "postprocess_cpu.cpp"),
+        f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}", "-o", str(library),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    return ctypes.CDLL(str(library))
+
+
+def pointer(tensor):
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("g++") is None, reason="needs g++ on x86-64")
+@pytest.mark.parametrize("instruction_set", ["x86-64-v3", "x86-64"])
+def test_cpu_kernels_give_the_same_bits_on_every_instruction_set(instruction_set, tmp_path):
+    """The loops that AVX2 machines and baseline x86-64 ones run (target_clones picks the
+    AVX-512 ones here) against the installed build, on maps that threads split and on
+    several targets."""
+    library = probe_library(instruction_set, tmp_path)
+    for case in (dict(batch=1, anchor_num=15, height=25, width=25), dict(batch=3, anchor_num=3, height=7, width=9)):
+        inputs = make_inputs(13, **case, logit_scale=40.0, delta_scale=2.0)
+        heads = [inputs[k].contiguous() for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl")]
+        anchors, window = inputs["anchors"].double(), inputs["window"].double()
+        target_size = inputs["target_size"].double().contiguous()
+        geometry = [ctypes.c_int64(v) for v in (case["batch"], case["anchor_num"], case["height"], case["width"])]
+
+        expected = snlt_fast.track_postprocess(*heads, anchors, window, target_size, backend="cpu")
+        index = torch.empty(case["batch"], dtype=torch.int64)
+        values = torch.empty(case["batch"], 11)
+        library.probe_track(
+            *map(pointer, (*heads, anchors, window, target_size)), *geometry,
+            *(ctypes.c_double(v) for v in (1 / 300, 0.04, 0.44, 0.4)), ctypes.c_int(1), pointer(index), pointer(values),
+        )  # fmt: skip
+        assert torch.equal(index, expected.index)
+        fields = torch.cat((expected.box, torch.stack(expected[2:], dim=1)), dim=1)
+        assert_same_bits(values, fields)
+
+        expected = snlt_fast.dynamic_aggregate(*heads, anchors, backend="cpu")
+        score, box, stats = torch.empty_like(expected.score), torch.empty_like(expected.box), torch.empty(case["batch"], 4)
+        library.probe_aggregate(
+            *map(pointer, (*heads, anchors)), *geometry, ctypes.c_double(1 / 300), *map(pointer, (score, box, stats)),
+        )  # fmt: skip
+        assert_same_bits(score, expected.score)
+        assert_same_bits(box, expected.box)
+        assert_same_bits(stats, torch.stack(expected[2:], dim=1))
 
 
 def test_batch_targets_are_independent():

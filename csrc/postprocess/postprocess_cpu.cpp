@@ -19,10 +19,13 @@
 // Each hot loop is compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 and FMA) and baseline
 // x86-64 and picked at load time. The polynomials use std::fma, exactly rounded on every
 // target: one instruction on v3 and v4, glibc's exact fma on baseline (slower, same bits).
+// A test builds the kernels for one instruction set by defining SNLT_VECTOR_TARGETS empty.
+#ifndef SNLT_VECTOR_TARGETS
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SNLT_VECTOR_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SNLT_VECTOR_TARGETS
+#endif
 #endif
 
 namespace snlt_fast::postprocess {
