@@ -1,10 +1,11 @@
 // CPU kernels of dynamic_aggregate and track_postprocess: float64 arithmetic as in
-// postprocess_math.h, cells vectorized and, in maps of more than kCellsPerThread cells,
-// split between torch's threads (the network that ran just before leaves them awake).
-// Threads take lanes, not runs of cells: cell n belongs to entropy lane n % kEntropyLanes,
-// so each thread adds its lanes' entropy terms in the contract's order as it goes, and
-// later visits the same cells (still in its cache) for the argmax, whose order is a strict
-// total order (ranks_before).
+// postprocess_math.h, cells vectorized, and work shared between torch's threads (the
+// network that ran just before leaves them awake): whole targets when there are enough
+// of them, else the cells of maps of more than kCellsPerThread cells. Threads take a map's
+// lanes, not runs of its cells: cell n belongs to entropy lane n % kEntropyLanes, so each
+// thread adds its lanes' entropy terms in the contract's order as it goes, and later
+// visits the same cells (still in its cache) for the argmax, whose order is a strict total
+// order (ranks_before).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -193,7 +194,6 @@ void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double
   if constexpr (kNl) entropy[1] = -lane_tree_sum(lanes[1]);
 }
 
-// Every head of every target: its probabilities [B][heads][cells] and entropies [B][heads].
 // One target's head probabilities [heads][cells] and entropies [heads].
 struct HeadProbabilities {
   int64_t cells;
