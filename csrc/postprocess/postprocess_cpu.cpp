@@ -332,13 +332,15 @@ struct Candidate {
 };
 
 // best_in(LaneRange, Candidate) -> the best Candidate of the range's cells, over all lanes
-// in parallel: the threads take the cells of the heads' pass.
+// in parallel: the threads take the cells of the heads' pass. best_in only sees ranges
+// with at least one cell (its seed is one of them).
 template <typename BestIn>
 int64_t best_over_lanes(int64_t cells, const BestIn& best_in) {
   return at::parallel_reduce(
              0, kLaneBlocks, lane_blocks_per_thread(cells), Candidate{},
              [&](int64_t begin, int64_t end, Candidate best) {
-               return best_in(LaneRange{begin * kLaneBlock, (end - begin) * kLaneBlock}, best);
+               const LaneRange range{begin * kLaneBlock, (end - begin) * kLaneBlock};
+               return range.first_lane < cells ? best_in(range, best) : best;
              },
              Candidate::best_of)
       .index;
