@@ -8,7 +8,6 @@ The Triton backend runs through the interpreter here, so its shapes stay small.
 
 import ctypes
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from torch.utils import cpp_extension
 import snlt_fast
 from conftest import HAS_CUDA, devices_for
 from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track_postprocess_numpy
+from snlt_fast.ops.postprocess import TRACK_FIELDS
 
 FAST_CASES = [(backend, device) for backend in ("cpu", "triton", "cuda") for device in devices_for(backend)]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -334,7 +334,7 @@ def test_cpu_kernels_give_the_same_bits_on_every_instruction_set(instruction_set
 
         expected = snlt_fast.track_postprocess(*heads, anchors, window, target_size, backend="cpu")
         index = torch.empty(case["batch"], dtype=torch.int64)
-        values = torch.empty(case["batch"], 11)
+        values = torch.empty(case["batch"], len(TRACK_FIELDS))
         library.probe_track(
             *map(pointer, (*heads, anchors, window, target_size)), *geometry,
             *(ctypes.c_double(v) for v in (1 / 300, 0.04, 0.44, 0.4)), ctypes.c_int(1), pointer(index), pointer(values),
