@@ -120,12 +120,17 @@ struct VectorMath {
   }
 };
 
-// A target's map of up to this many cells stays on one thread.
+// A target's map of up to this many cells stays on one thread. A map split between
+// threads then has cells in every lane, so no thread's range of lanes is empty.
 constexpr int64_t kCellsPerThread = 2048;
+static_assert(kCellsPerThread >= kEntropyLanes);
 
 // Threads take the lanes in blocks of kLaneBlock.
 constexpr int64_t kLaneBlock = 16;
 constexpr int64_t kLaneBlocks = kEntropyLanes / kLaneBlock;
+
+// Steps of kEntropyLanes cells a map of `cells` cells takes (the last may be partial).
+inline int64_t lane_steps(int64_t cells) { return (cells + kEntropyLanes - 1) / kEntropyLanes; }
 
 // The cells of lanes [first_lane, first_lane + lane_count): the runs [begin, run_end(begin))
 // for begin = first_lane, first_lane + kEntropyLanes, ... < cells. The vectorized loops walk
@@ -133,16 +138,20 @@ constexpr int64_t kLaneBlocks = kEntropyLanes / kLaneBlock;
 struct LaneRange {
   int64_t first_lane, lane_count;
 
+  // Lane blocks [begin, end) of at::parallel_for's split.
+  static LaneRange of_blocks(int64_t begin, int64_t end) { return {begin * kLaneBlock, (end - begin) * kLaneBlock}; }
+
   SNLT_HD int64_t run_end(int64_t begin, int64_t cells) const {
     return begin + lane_count < cells ? begin + lane_count : cells;
   }
 
   // A room holds an entry per cell of the range, in run order; the ranges' rooms are
   // disjoint, and each is contiguous (threads writing interleaved lines slow each other).
-  int64_t room_offset(int64_t cells) const { return first_lane * ((cells + kEntropyLanes - 1) / kEntropyLanes); }
+  int64_t room_offset(int64_t cells) const { return first_lane * lane_steps(cells); }
 };
 
-// The lane blocks each thread takes: enough that a thread gets kCellsPerThread cells.
+// The lane blocks each thread takes: enough that a thread gets kCellsPerThread cells (a
+// map of up to kCellsPerThread cells stays whole).
 inline int64_t lane_blocks_per_thread(int64_t cells) {
   return std::max<int64_t>(1, kCellsPerThread * kLaneBlocks / std::max<int64_t>(cells, 1));
 }
@@ -150,9 +159,8 @@ inline int64_t lane_blocks_per_thread(int64_t cells) {
 // body(LaneRange) over all lanes, split between threads.
 template <class Body>
 void parallel_over_lanes(int64_t cells, const Body& body) {
-  at::parallel_for(0, kLaneBlocks, lane_blocks_per_thread(cells), [&](int64_t begin, int64_t end) {
-    body(LaneRange{begin * kLaneBlock, (end - begin) * kLaneBlock});
-  });
+  at::parallel_for(0, kLaneBlocks, lane_blocks_per_thread(cells),
+                   [&](int64_t begin, int64_t end) { body(LaneRange::of_blocks(begin, end)); });
 }
 
 // The range's cells of a target's heads: probabilities into p_vis (and p_nl when kNl),
@@ -296,18 +304,16 @@ struct Target {
 // Per-target constants of the penalty and window.
 struct Penalty {
   const double* window;
-  double target_context_size, target_ratio, penalty_k, window_influence;
+  TargetShape target;
+  double penalty_k, window_influence;
 
   Penalty(const double* window_, const double* target_size, const TrackParams& params)
       : window(window_),
-        target_context_size(size_with_context(valid_size(target_size[0]), valid_size(target_size[1]))),
-        target_ratio(valid_size(target_size[0]) / valid_size(target_size[1])),
+        target(target_shape(target_size)),
         penalty_k(params.penalty_k),
         window_influence(params.window_influence) {}
 
-  SNLT_HD double of(const Box& box) const {
-    return size_penalty<VectorMath>(box.w, box.h, target_context_size, target_ratio, penalty_k);
-  }
+  SNLT_HD double of(const Box& box) const { return size_penalty<VectorMath>(box.w, box.h, target, penalty_k); }
 
   template <bool kNl, typename T>
   SNLT_HD float pscore(const Target<T>& target, int64_t n) const {
@@ -332,16 +338,12 @@ struct Candidate {
 };
 
 // best_in(LaneRange, Candidate) -> the best Candidate of the range's cells, over all lanes
-// in parallel: the threads take the cells of the heads' pass. best_in only sees ranges
-// with at least one cell (its seed is one of them).
+// in parallel: the threads take the cells of the heads' pass (each range has cells).
 template <typename BestIn>
 int64_t best_over_lanes(int64_t cells, const BestIn& best_in) {
   return at::parallel_reduce(
              0, kLaneBlocks, lane_blocks_per_thread(cells), Candidate{},
-             [&](int64_t begin, int64_t end, Candidate best) {
-               const LaneRange range{begin * kLaneBlock, (end - begin) * kLaneBlock};
-               return range.first_lane < cells ? best_in(range, best) : best;
-             },
+             [&](int64_t begin, int64_t end, Candidate best) { return best_in(LaneRange::of_blocks(begin, end), best); },
              Candidate::best_of)
       .index;
 }
@@ -357,8 +359,8 @@ inline bool sizes_are_tame(double delta_w, double delta_h, double anchor_w, doub
 }
 
 inline bool tame_target(const Penalty& penalty) {
-  return penalty.target_context_size >= 1e-30 && penalty.target_context_size <= 1e30 &&
-         penalty.target_ratio >= 1e-30 && penalty.target_ratio <= 1e30;
+  const TargetShape& target = penalty.target;
+  return target.context_size >= 1e-30 && target.context_size <= 1e30 && target.ratio >= 1e-30 && target.ratio <= 1e30;
 }
 
 // Upper bounds of the float32 pscores of the range's cells into its room `bound`, NaN where
@@ -446,7 +448,7 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
   // penalty_k = 0 (the long-term tracker's lost mode) qualifies: the penalty is then 1.
   const bool bounded = penalty.penalty_k >= 0.0 && penalty.penalty_k < std::numeric_limits<double>::infinity() &&
                        penalty.window_influence >= 0.0 && penalty.window_influence <= 1.0 && tame_target(penalty);
-  const int64_t room = kEntropyLanes * ((cells + kEntropyLanes - 1) / kEntropyLanes);
+  const int64_t room = kEntropyLanes * lane_steps(cells);
   workspace.contenders.resize(room);
   workspace.contender_pscore.resize(room);
   // Each range writes only its own room of the workspace.
@@ -462,7 +464,8 @@ int64_t best_cell(const Target<T>& target, const Penalty& penalty, Workspace& wo
       const int64_t offset = range.room_offset(cells);
       int64_t count = 0;
       for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
-        for (int64_t n = begin; n < range.run_end(begin, cells); ++n) contenders[offset + count++] = n;
+        const int64_t end = range.run_end(begin, cells);
+        for (int64_t n = begin; n < end; ++n) contenders[offset + count++] = n;
       }
       return best_of_contenders(offset, count, best);
     });

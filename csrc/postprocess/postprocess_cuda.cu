@@ -116,16 +116,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t cells = geometry.cells();
   const Target<T> target = block_target(heads, anchors, cells, params.alpha, lanes);
   const int64_t b = blockIdx.x;
-  const double target_w = valid_size(target_size[2 * b]);
-  const double target_h = valid_size(target_size[2 * b + 1]);
-  const double target_context_size = size_with_context(target_w, target_h);
-  const double target_ratio = target_w / target_h;
+  const TargetShape shape = target_shape(target_size + 2 * b);
   // Each thread's best cell, then the block's under the same total order.
   float best_value = -INFINITY;
   int64_t best = INT64_MAX;
   for (int64_t n = threadIdx.x; n < cells; n += kThreads) {
     const Box box = target.box(n);
-    const double penalty = size_penalty<CudaMath>(box.w, box.h, target_context_size, target_ratio, params.penalty_k);
+    const double penalty = size_penalty<CudaMath>(box.w, box.h, shape, params.penalty_k);
     const float value = static_cast<float>(windowed_score(penalty, target.score(n), window[n], params.window_influence));
     if (ranks_before(value, n, best_value, best)) {
       best_value = value;
@@ -148,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
   best = lane_cells[0];
   const Box box = target.box(best);
   const double score = target.score(best);
-  const double penalty = size_penalty<CudaMath>(box.w, box.h, target_context_size, target_ratio, params.penalty_k);
+  const double penalty = size_penalty<CudaMath>(box.w, box.h, shape, params.penalty_k);
   store_track_row(target, box, score, penalty, window[best], params, values + b * kTrackFields);
   index[b] = best;
 }

@@ -78,12 +78,22 @@ SNLT_HD double size_with_context(double w, double h) {
   return sqrt((w + pad) * (h + pad));
 }
 
-// SiamRPN++'s scale and aspect-ratio penalty of a box against the target's
-// size_with_context(tw, th) and tw / th.
+// A target's current size (tw, th) as the penalty reads it: size_with_context(tw, th) and
+// tw / th, each size first made NaN unless valid.
+struct TargetShape {
+  double context_size, ratio;
+};
+
+SNLT_HD TargetShape target_shape(const double* size) {
+  const double w = valid_size(size[0]), h = valid_size(size[1]);
+  return {size_with_context(w, h), w / h};
+}
+
+// SiamRPN++'s scale and aspect-ratio penalty of a box against the target's shape.
 template <class Math>
-SNLT_HD double size_penalty(double w, double h, double target_context_size, double target_ratio, double penalty_k) {
-  const double scale_change = change(size_with_context(w, h) / target_context_size);
-  const double ratio_change = change(target_ratio / (w / h));
+SNLT_HD double size_penalty(double w, double h, const TargetShape& target, double penalty_k) {
+  const double scale_change = change(size_with_context(w, h) / target.context_size);
+  const double ratio_change = change(target.ratio / (w / h));
   return Math::exp((1.0 - ratio_change * scale_change) * penalty_k);
 }
 
