@@ -18,7 +18,7 @@ from triton.language.extra import libdevice
 
 from snlt_fast import _backends
 from snlt_fast.kernels._launch import interpreted_off_cpu, launch_context
-from snlt_fast.ops.postprocess import ENTROPY_LANES, TRACK_FIELDS
+from snlt_fast.ops.postprocess import ENTROPY_LANES, Aggregation, TrackResult
 
 _LOG2_LANES = ENTROPY_LANES.bit_length() - 1
 _NO_CELL = 2**62  # larger than any cell index
@@ -156,11 +156,19 @@ def _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED: tl
     return _exp((1.0 - ratio_change * scale_change) * penalty_k, INTERPRETED)
 
 
+@triton.jit
+def _store_stats(w_vis_out, w_nl_out, h_vis_out, h_nl_out, b, w_vis, w_nl, h_vis, h_nl):
+    tl.store(w_vis_out + b, w_vis.to(tl.float32))
+    tl.store(w_nl_out + b, w_nl.to(tl.float32))
+    tl.store(h_vis_out + b, h_vis.to(tl.float32))
+    tl.store(h_nl_out + b, h_nl.to(tl.float32))
+
+
 # The float parameters travel as their bit patterns; specializing on those values would
 # compile a new kernel for each new alpha, penalty_k, window_influence or lr.
 @triton.jit(do_not_specialize=["alpha_bits"])
-def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_out, stats_out, cells, alpha_bits,
-                      HAS_NL: tl.constexpr, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
+def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_out, w_vis_out, w_nl_out, h_vis_out,
+                      h_nl_out, cells, alpha_bits, HAS_NL: tl.constexpr, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
                       INTERPRETED: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     cls_vis += b * 2 * cells
@@ -181,17 +189,14 @@ def _aggregate_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, score_out, box_
         tl.store(box_out + cells + n, cy.to(tl.float32), mask=mask)
         tl.store(box_out + 2 * cells + n, w.to(tl.float32), mask=mask)
         tl.store(box_out + 3 * cells + n, h.to(tl.float32), mask=mask)
-    stats_out += b * 4
-    tl.store(stats_out, w_vis.to(tl.float32))
-    tl.store(stats_out + 1, w_nl.to(tl.float32))
-    tl.store(stats_out + 2, h_vis.to(tl.float32))
-    tl.store(stats_out + 3, h_nl.to(tl.float32))
+    _store_stats(w_vis_out, w_nl_out, h_vis_out, h_nl_out, b, w_vis, w_nl, h_vis, h_nl)
 
 
 @triton.jit(do_not_specialize=["alpha_bits", "penalty_k_bits", "window_influence_bits", "lr_bits"])
-def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, index_out, values_out, cells,
+def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, index_out, box_out, score_out,
+                  pscore_out, lr_out, w_vis_out, w_nl_out, h_vis_out, h_nl_out, cells,
                   alpha_bits, penalty_k_bits, window_influence_bits, lr_bits,
-                  LR_FROM_PSCORE: tl.constexpr, HAS_NL: tl.constexpr, FIELDS: tl.constexpr, NO_CELL: tl.constexpr,
+                  LR_FROM_PSCORE: tl.constexpr, HAS_NL: tl.constexpr, NO_CELL: tl.constexpr,
                   LANES: tl.constexpr, LOG2_LANES: tl.constexpr, INTERPRETED: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     cls_vis += b * 2 * cells
@@ -236,19 +241,16 @@ def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size
         lr = pscore * _float64(lr_bits)
     else:
         lr = penalty * score * _float64(lr_bits)
-    values_out += b * FIELDS
-    tl.store(values_out, cx.to(tl.float32))
-    tl.store(values_out + 1, cy.to(tl.float32))
-    tl.store(values_out + 2, w.to(tl.float32))
-    tl.store(values_out + 3, h.to(tl.float32))
-    tl.store(values_out + 4, score.to(tl.float32))
-    tl.store(values_out + 5, pscore.to(tl.float32))
-    tl.store(values_out + 6, lr.to(tl.float32))
-    tl.store(values_out + 7, w_vis.to(tl.float32))
-    tl.store(values_out + 8, w_nl.to(tl.float32))
-    tl.store(values_out + 9, h_vis.to(tl.float32))
-    tl.store(values_out + 10, h_nl.to(tl.float32))
     tl.store(index_out + b, best)
+    box_out += b * 4
+    tl.store(box_out, cx.to(tl.float32))
+    tl.store(box_out + 1, cy.to(tl.float32))
+    tl.store(box_out + 2, w.to(tl.float32))
+    tl.store(box_out + 3, h.to(tl.float32))
+    tl.store(score_out + b, score.to(tl.float32))
+    tl.store(pscore_out + b, pscore.to(tl.float32))
+    tl.store(lr_out + b, lr.to(tl.float32))
+    _store_stats(w_vis_out, w_nl_out, h_vis_out, h_nl_out, b, w_vis, w_nl, h_vis, h_nl)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -276,8 +278,13 @@ def _on_cpu(tensors):
     return [None if t is None else t.cpu() for t in tensors]
 
 
+def _per_target_outputs(fields, batch, device):
+    """A float32 tensor [batch] for each of `fields`."""
+    return [torch.empty((batch,), dtype=torch.float32, device=device) for _ in fields]
+
+
 def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
-    """(score [B,A,H,W], box [B,4,A,H,W], stats [B,4]) float32, in one launch."""
+    """Aggregation's fields as float32 tensors, in one launch."""
     device = cls_vis.device
     if interpreted_off_cpu(device):
         outputs = dynamic_aggregate(*_on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors)), alpha)
@@ -286,24 +293,23 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
     anchor_num = channels // 2
     score = torch.empty((batch, anchor_num, height, width), dtype=torch.float32, device=device)
     box = torch.empty((batch, 4, anchor_num, height, width), dtype=torch.float32, device=device)
-    stats = torch.empty((batch, 4), dtype=torch.float32, device=device)
-    if batch == 0:
-        return score, box, stats
-    has_nl = cls_nl is not None
-    with launch_context(device):
-        _aggregate_kernel[(batch,)](
-            cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors,
-            score, box, stats, anchor_num * height * width, _float64_bits(alpha),
-            **_launch_options(has_nl),
-        )  # fmt: skip
-    return score, box, stats
+    stats = _per_target_outputs(Aggregation._fields[2:], batch, device)
+    if batch > 0:
+        has_nl = cls_nl is not None
+        with launch_context(device):
+            _aggregate_kernel[(batch,)](
+                cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors,
+                score, box, *stats, anchor_num * height * width, _float64_bits(alpha),
+                **_launch_options(has_nl),
+            )  # fmt: skip
+    return score, box, *stats
 
 
 def track_postprocess(
     cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr,
     lr_from_pscore,
 ):  # fmt: skip
-    """(index int64 [B], values float32 [B, len(TRACK_FIELDS)]), in one launch."""
+    """TrackResult's fields (index int64, the others float32), in one launch."""
     device = cls_vis.device
     if interpreted_off_cpu(device):
         tensors = _on_cpu((cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size))
@@ -311,16 +317,16 @@ def track_postprocess(
         return tuple(out.to(device) for out in outputs)
     batch, channels, height, width = cls_vis.shape
     index = torch.empty((batch,), dtype=torch.int64, device=device)
-    values = torch.empty((batch, len(TRACK_FIELDS)), dtype=torch.float32, device=device)
-    if batch == 0:
-        return index, values
-    has_nl = cls_nl is not None
-    with launch_context(device):
-        _track_kernel[(batch,)](
-            cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors, window,
-            target_size, index, values, channels // 2 * height * width,
-            _float64_bits(alpha), _float64_bits(penalty_k), _float64_bits(window_influence), _float64_bits(lr),
-            LR_FROM_PSCORE=lr_from_pscore, FIELDS=len(TRACK_FIELDS), NO_CELL=_NO_CELL,
-            **_launch_options(has_nl),
-        )  # fmt: skip
-    return index, values
+    box = torch.empty((batch, 4), dtype=torch.float32, device=device)
+    values = _per_target_outputs(TrackResult._fields[2:], batch, device)
+    if batch > 0:
+        has_nl = cls_nl is not None
+        with launch_context(device):
+            _track_kernel[(batch,)](
+                cls_vis, cls_nl if has_nl else cls_vis, loc_vis, loc_nl if has_nl else loc_vis, anchors, window,
+                target_size, index, box, *values, channels // 2 * height * width,
+                _float64_bits(alpha), _float64_bits(penalty_k), _float64_bits(window_influence), _float64_bits(lr),
+                LR_FROM_PSCORE=lr_from_pscore, NO_CELL=_NO_CELL,
+                **_launch_options(has_nl),
+            )  # fmt: skip
+    return index, box, *values

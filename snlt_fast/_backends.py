@@ -20,21 +20,23 @@ _PREFERENCE = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "referenc
 
 
 def _load_extension():
-    """(None, has_cuda) when snlt_fast._C loads, else (why it does not, False)."""
+    """(the module, None, has_cuda) when snlt_fast._C loads, else (None, why it does not, False)."""
     try:
-        importlib.import_module("snlt_fast._C")
+        module = importlib.import_module("snlt_fast._C")
     except ImportError as error:
-        return f"the compiled extension snlt_fast._C did not load ({error}); build it with `make build`", False
+        return None, f"the compiled extension snlt_fast._C did not load ({error}); build it with `make build`", False
     try:
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
-    except RuntimeError:
-        return "snlt_fast._C is out of date (it lacks snlt_fast_C::xcorr_forward_many); rebuild it with `make build`", False
-    return None, has_cuda
+    except RuntimeError:  # the op is not registered
+        has_cuda = None
+    if has_cuda is None or not hasattr(module, "postprocess_track"):
+        return None, "snlt_fast._C is out of date (it lacks ops of this version); rebuild it with `make build`", False
+    return module, None, has_cuda
 
 
 # Probed once at import, so that backend resolution is plain Python over constants
 # and torch.compile traces it without a graph break.
-_EXTENSION_ERROR, _EXTENSION_HAS_CUDA = _load_extension()
+_EXTENSION, _EXTENSION_ERROR, _EXTENSION_HAS_CUDA = _load_extension()
 _TRITON_ERROR = None if importlib.util.find_spec("triton") else "triton is not installed"
 # Read as Triton reads it (1, true, on, yes or y, any case), without importing triton.
 _TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes", "y")
@@ -100,13 +102,19 @@ def native_ops():
     return torch.ops.snlt_fast_C
 
 
+def native_module():
+    """snlt_fast._C, whose functions run some native ops without the dispatcher (eager calls only)."""
+    return _EXTENSION
+
+
 def calls_native_directly(backend, differentiable=()):
     """Whether an eager call of the C++/CUDA backends may go straight to the native op
     that a custom op wraps: the custom op's Python layer costs ~10 us a call, as much as
     a whole kernel at tracking shapes. Not under torch.compile (which needs the custom
-    op and its fake kernel), nor when autograd must record the call (a tensor in
-    `differentiable` requires grad while grad mode is on)."""
-    if backend not in ("cpu", "cuda") or torch.compiler.is_compiling():
+    op and its fake kernel), nor under a dispatch mode (fake tensors, for one, have no
+    data), nor when autograd must record the call (a tensor in `differentiable`
+    requires grad while grad mode is on)."""
+    if backend not in ("cpu", "cuda") or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
     return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in differentiable))
 

@@ -23,7 +23,6 @@ from torch.utils import cpp_extension
 import snlt_fast
 from conftest import HAS_CUDA, devices_for
 from snlt_fast.baselines.numpy_postprocess import dynamic_aggregate_numpy, track_postprocess_numpy
-from snlt_fast.ops.postprocess import TRACK_FIELDS
 
 FAST_CASES = [(backend, device) for backend in ("cpu", "triton", "cuda") for device in devices_for(backend)]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -333,24 +332,24 @@ def test_cpu_kernels_give_the_same_bits_on_every_instruction_set(instruction_set
         geometry = [ctypes.c_int64(v) for v in (case["batch"], case["anchor_num"], case["height"], case["width"])]
 
         expected = snlt_fast.track_postprocess(*heads, anchors, window, target_size, backend="cpu")
-        index = torch.empty(case["batch"], dtype=torch.int64)
-        values = torch.empty(case["batch"], len(TRACK_FIELDS))
+        index, box = torch.empty_like(expected.index), torch.empty_like(expected.box)
+        values = torch.empty(len(expected) - 2, case["batch"])  # a row per field after the box
         library.probe_track(
             *map(pointer, (*heads, anchors, window, target_size)), *geometry,
-            *(ctypes.c_double(v) for v in (1 / 300, 0.04, 0.44, 0.4)), ctypes.c_int(1), pointer(index), pointer(values),
+            *(ctypes.c_double(v) for v in (1 / 300, 0.04, 0.44, 0.4)), ctypes.c_int(1), *map(pointer, (index, box, values)),
         )  # fmt: skip
         assert torch.equal(index, expected.index)
-        fields = torch.cat((expected.box, torch.stack(expected[2:], dim=1)), dim=1)
-        assert_same_bits(values, fields)
+        assert_same_bits(box, expected.box)
+        assert_same_bits(values, torch.stack(expected[2:]))
 
         expected = snlt_fast.dynamic_aggregate(*heads, anchors, backend="cpu")
-        score, box, stats = torch.empty_like(expected.score), torch.empty_like(expected.box), torch.empty(case["batch"], 4)
+        score, box, stats = torch.empty_like(expected.score), torch.empty_like(expected.box), torch.empty(4, case["batch"])
         library.probe_aggregate(
             *map(pointer, (*heads, anchors)), *geometry, ctypes.c_double(1 / 300), *map(pointer, (score, box, stats)),
         )  # fmt: skip
         assert_same_bits(score, expected.score)
         assert_same_bits(box, expected.box)
-        assert_same_bits(stats, torch.stack(expected[2:], dim=1))
+        assert_same_bits(stats, torch.stack(expected[2:]))
 
 
 def test_batch_targets_are_independent():
@@ -508,10 +507,19 @@ def test_aggregate_bad_input():
         snlt_fast.dynamic_aggregate(**aggregate_args(replaced(inputs, loc_vis=inputs["loc_vis"][..., :-1])))
 
 
-def test_native_ops_refuse_what_they_would_misread():
-    """A direct torch.ops call with tensors the wrappers would have converted: an error, not a crash."""
+NATIVE_ENTRIES = ["dispatcher", "direct"]
+
+
+def native_entry(name):
+    """The native post-processing ops through torch.ops, or snlt_fast._C's direct bindings."""
+    return torch.ops.snlt_fast_C if name == "dispatcher" else snlt_fast._backends.native_module()
+
+
+@pytest.mark.parametrize("entry", NATIVE_ENTRIES)
+def test_native_ops_refuse_what_they_would_misread(entry):
+    """A direct call with tensors the wrappers would have converted: an error, not a crash."""
     inputs = make_inputs(16)
-    native = torch.ops.snlt_fast_C
+    native = native_entry(entry)
     args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
     with pytest.raises(RuntimeError, match="anchors must be float64"):
         native.postprocess_track(*args[:4], args[4].float(), *args[5:], 1 / 300, 0.04, 0.44, 0.4, True)
@@ -519,12 +527,53 @@ def test_native_ops_refuse_what_they_would_misread():
         native.postprocess_track(args[0].transpose(2, 3), *args[1:], 1 / 300, 0.04, 0.44, 0.4, True)
     with pytest.raises(RuntimeError, match="window"):
         native.postprocess_track(*args[:5], args[5][:1], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
+    # The dispatcher picks the meta device, for which no kernel is registered.
+    with pytest.raises(RuntimeError, match="device" if entry == "direct" else "Meta"):
+        native.postprocess_track(*args[:4], args[4].to("meta"), *args[5:], 1 / 300, 0.04, 0.44, 0.4, True)
     # An empty score map: no cell for the argmax to read.
     empty = [None if t is None else t[..., :0] for t in args[:5]]
     with pytest.raises(RuntimeError, match="H, W >= 1"):
         native.postprocess_track(*empty, args[5][..., :0], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
     with pytest.raises(RuntimeError, match="H, W >= 1"):
         native.postprocess_aggregate(*empty, 1 / 300)
+
+
+@pytest.mark.parametrize("nl", [True, False])
+def test_direct_bindings_match_the_registered_ops(nl):
+    """snlt_fast._C's bindings, which eager calls use, against the ops that torch.compile sees."""
+    inputs = make_inputs(21, batch=3, nl=nl)
+    heads = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl")]
+    anchors, window, target_size = (inputs[k].double() for k in ("anchors", "window", "target_size"))
+    track_args = (*heads, anchors, window, target_size, 1 / 300, 0.04, 0.44, 0.4, False)
+    dispatcher, direct = (native_entry(name) for name in NATIVE_ENTRIES)
+    for expected, actual in (
+        (dispatcher.postprocess_track(*track_args), direct.postprocess_track(*track_args)),
+        (dispatcher.postprocess_aggregate(*heads, anchors, 0.05), direct.postprocess_aggregate(*heads, anchors, 0.05)),
+    ):
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_same_bits(a, e)
+
+
+def test_dispatch_modes_see_the_op():
+    """Under a dispatch mode the eager call goes through the registered op, not around it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpLog(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    inputs = make_inputs(22)
+    expected = snlt_fast.track_postprocess(**inputs, backend="cpu")
+    with OpLog() as log:
+        actual = snlt_fast.track_postprocess(**inputs, backend="cpu")
+    assert "snlt_fast.track_postprocess.default" in log.ops
+    assert_results_equal(actual, expected)
 
 
 @pytest.mark.parametrize("backend, device", all_backends())
@@ -536,11 +585,12 @@ def test_unchecked_invalid_target_size_gives_nan(backend, device):
     inputs["target_size"][1, 0] = -3.0
     inputs["target_size"][2, 1] = math.inf
     args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
-    index, values = postprocess._track_op(*args, 1 / 300, 0.04, 0.44, 0.4, True, backend)
-    assert index.tolist()[1:] == [0, 0]
-    pscore_and_lr = [5, 6]  # columns of TRACK_FIELDS; the box and score of cell 0 stay numbers
-    assert not values[0].isnan().any() and values[1:, pscore_and_lr].isnan().all()
-    assert not values[1:, :5].isnan().any()
+    result = postprocess.TrackResult(*postprocess._track_op(*args, 1 / 300, 0.04, 0.44, 0.4, True, backend))
+    assert result.index.tolist()[1:] == [0, 0]
+    assert not any(field[0].isnan().any() for field in result[1:])
+    assert result.pscore[1:].isnan().all() and result.lr[1:].isnan().all()
+    # The box and score of cell 0 stay numbers.
+    assert not result.box[1:].isnan().any() and not result.score[1:].isnan().any()
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

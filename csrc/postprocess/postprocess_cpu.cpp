@@ -579,13 +579,13 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
         fused_maps<false>(target, begin, end, nullptr, score, box);
       }
     });
-    store_stats(target, out.stats + b * 4);
+    store_stats(target, out, b);
   });
 }
 
 template <typename T>
 void track_cpu(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
-               Geometry geometry, TrackParams params, int64_t* index, float* values) {
+               Geometry geometry, TrackParams params, TrackOutputs out) {
   for_each_target(geometry.batch, [&](int64_t b, Workspace& workspace) {
     workspace.probabilities.compute(heads, geometry, b);
     const Target<T> target(heads, anchors, workspace.probabilities, b, params.alpha);
@@ -595,16 +595,15 @@ void track_cpu(Heads<T> heads, const double* anchors, const double* window, cons
         nl ? best_cell<true>(target, penalty, workspace) : best_cell<false>(target, penalty, workspace);
     const Box box = nl ? target.template box<true>(best) : target.template box<false>(best);
     const double score = nl ? target.template score<true>(best) : target.template score<false>(best);
-    store_track_row(target, box, score, penalty.of(box), window[best], params, values + b * kTrackFields);
-    index[b] = best;
+    store_track_result(target, best, box, score, penalty.of(box), window[best], params, out, b);
   });
 }
 
 template void aggregate_cpu<float>(Heads<float>, const double*, Geometry, double, AggregateOutputs);
 template void aggregate_cpu<double>(Heads<double>, const double*, Geometry, double, AggregateOutputs);
 template void track_cpu<float>(Heads<float>, const double*, const double*, const double*, Geometry, TrackParams,
-                               int64_t*, float*);
+                               TrackOutputs);
 template void track_cpu<double>(Heads<double>, const double*, const double*, const double*, Geometry, TrackParams,
-                                int64_t*, float*);
+                                TrackOutputs);
 
 }  // namespace snlt_fast::postprocess

@@ -103,13 +103,13 @@ __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, con
     box[2 * cells + n] = static_cast<float>(fused.w);
     box[3 * cells + n] = static_cast<float>(fused.h);
   }
-  if (threadIdx.x == 0) store_stats(target, out.stats + b * 4);
+  if (threadIdx.x == 0) store_stats(target, out, b);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     track_kernel(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
-                 Geometry geometry, TrackParams params, int64_t* index, float* values) {
+                 Geometry geometry, TrackParams params, TrackOutputs out) {
   __shared__ double lanes[kEntropyLanes];
   __shared__ float lane_values[kThreads];
   __shared__ int64_t lane_cells[kThreads];
@@ -146,8 +146,7 @@ __global__ void __launch_bounds__(kThreads)
   const Box box = target.box(best);
   const double score = target.score(best);
   const double penalty = size_penalty<CudaMath>(box.w, box.h, shape, params.penalty_k);
-  store_track_row(target, box, score, penalty, window[best], params, values + b * kTrackFields);
-  index[b] = best;
+  store_track_result(target, best, box, score, penalty, window[best], params, out, b);
 }
 
 }  // namespace
@@ -162,9 +161,9 @@ cudaError_t aggregate_cuda(Heads<T> heads, const double* anchors, Geometry geome
 
 template <typename T>
 cudaError_t track_cuda(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
-                       Geometry geometry, TrackParams params, int64_t* index, float* values, cudaStream_t stream) {
+                       Geometry geometry, TrackParams params, TrackOutputs out, cudaStream_t stream) {
   track_kernel<T><<<static_cast<unsigned>(geometry.batch), kThreads, 0, stream>>>(
-      heads, anchors, window, target_size, geometry, params, index, values);
+      heads, anchors, window, target_size, geometry, params, out);
   return cudaGetLastError();
 }
 
@@ -173,8 +172,8 @@ template cudaError_t aggregate_cuda<float>(Heads<float>, const double*, Geometry
 template cudaError_t aggregate_cuda<double>(Heads<double>, const double*, Geometry, double, AggregateOutputs,
                                             cudaStream_t);
 template cudaError_t track_cuda<float>(Heads<float>, const double*, const double*, const double*, Geometry,
-                                       TrackParams, int64_t*, float*, cudaStream_t);
+                                       TrackParams, TrackOutputs, cudaStream_t);
 template cudaError_t track_cuda<double>(Heads<double>, const double*, const double*, const double*, Geometry,
-                                        TrackParams, int64_t*, float*, cudaStream_t);
+                                        TrackParams, TrackOutputs, cudaStream_t);
 
 }  // namespace snlt_fast::postprocess

@@ -32,42 +32,55 @@ struct TrackParams {
   bool lr_from_pscore;
 };
 
-// A target's stats row of dynamic_aggregate, (w_vis, w_nl, h_vis, h_nl), each rounded once;
-// `target` is the CPU or the CUDA kernels' per-target view.
-template <class Target>
-SNLT_HD void store_stats(const Target& target, float* stats) {
-  stats[0] = static_cast<float>(target.w_vis);
-  stats[1] = static_cast<float>(target.w_nl);
-  stats[2] = static_cast<float>(target.h_vis);
-  stats[3] = static_cast<float>(target.h_nl);
-}
+// The per-target float32 statistics of dynamic_aggregate, each its own [B] tensor.
+enum TargetStat { kWVis, kWNl, kHVis, kHNl, kTargetStats };
 
-// A target's row of the track op (TrackField order) for its best cell: the cell's fused
-// box and score, the box's size penalty and the cell's window value.
-template <class Target>
-SNLT_HD void store_track_row(const Target& target, const Box& box, double score, double penalty, double window,
-                             const TrackParams& params, float* row) {
-  const double pscore = windowed_score(penalty, score, window, params.window_influence);
-  const double result[kTrackFields] = {box.cx, box.cy, box.w, box.h, score, pscore,
-                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
-                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-  for (int field = 0; field < kTrackFields; ++field) row[field] = static_cast<float>(result[field]);
-}
+// The per-target float32 values of track_postprocess besides the box, each its own [B] tensor
+// (TrackResult's fields after index and box, in ops/postprocess.py).
+enum TrackValue { kScore, kPscore, kLr, kTrackWVis, kTrackWNl, kTrackHVis, kTrackHNl, kTrackValues };
 
-// score [B, A, H, W], box [B, 4, A, H, W], stats [B, 4] = (w_vis, w_nl, h_vis, h_nl).
+// score [B, A, H, W], box [B, 4, A, H, W], stats[kTargetStats] [B].
 struct AggregateOutputs {
   float* score;
   float* box;
-  float* stats;
+  float* stats[kTargetStats];
 };
+
+// index [B], box [B, 4] (cx, cy, w, h), values[kTrackValues] [B].
+struct TrackOutputs {
+  int64_t* index;
+  float* box;
+  float* values[kTrackValues];
+};
+
+// Target b's statistics, each rounded once; `target` is the CPU or the CUDA kernels' per-target view.
+template <class Target>
+SNLT_HD void store_stats(const Target& target, const AggregateOutputs& out, int64_t b) {
+  const double stats[kTargetStats] = {target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  for (int stat = 0; stat < kTargetStats; ++stat) out.stats[stat][b] = static_cast<float>(stats[stat]);
+}
+
+// Target b's result for its best cell: the cell's fused box and score, the box's size
+// penalty and the cell's window value; each value rounded once.
+template <class Target>
+SNLT_HD void store_track_result(const Target& target, int64_t best, const Box& box, double score, double penalty,
+                                double window, const TrackParams& params, const TrackOutputs& out, int64_t b) {
+  const double pscore = windowed_score(penalty, score, window, params.window_influence);
+  const double values[kTrackValues] = {score, pscore,
+                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
+                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  out.index[b] = best;
+  const double box_values[4] = {box.cx, box.cy, box.w, box.h};
+  for (int k = 0; k < 4; ++k) out.box[4 * b + k] = static_cast<float>(box_values[k]);
+  for (int value = 0; value < kTrackValues; ++value) out.values[value][b] = static_cast<float>(values[value]);
+}
 
 template <typename T>
 void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, double alpha, AggregateOutputs out);
 
-// index [B], values [B, kTrackFields].
 template <typename T>
 void track_cpu(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
-               Geometry geometry, TrackParams params, int64_t* index, float* values);
+               Geometry geometry, TrackParams params, TrackOutputs out);
 
 #ifdef SNLT_FAST_WITH_CUDA
 // One block per target, one launch; the returned error is the launch's.
@@ -77,7 +90,7 @@ cudaError_t aggregate_cuda(Heads<T> heads, const double* anchors, Geometry geome
 
 template <typename T>
 cudaError_t track_cuda(Heads<T> heads, const double* anchors, const double* window, const double* target_size,
-                Geometry geometry, TrackParams params, int64_t* index, float* values, cudaStream_t stream);
+                Geometry geometry, TrackParams params, TrackOutputs out, cudaStream_t stream);
 #endif
 
 }  // namespace snlt_fast::postprocess

@@ -109,7 +109,4 @@ SNLT_HD bool ranks_before(float value, int64_t index, float other_value, int64_t
   return value > other_value || (value == other_value && index < other_index);
 }
 
-// Columns of the track op's float32 result (TRACK_FIELDS in ops/postprocess.py).
-enum TrackField { kCx, kCy, kW, kH, kScore, kPscore, kLr, kWVis, kWNl, kHVis, kHNl, kTrackFields };
-
 }  // namespace snlt_fast::postprocess

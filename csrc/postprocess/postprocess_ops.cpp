@@ -11,9 +11,11 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
+#include "postprocess/postprocess_ops.h"
 
 namespace snlt_fast::postprocess {
 namespace {
@@ -75,17 +77,30 @@ void with_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const a
   }
 }
 
+// `count` float32 tensors [batch] with `options`, and their data pointers into `pointers`:
+// separate tensors, not views of one, so that no output of an op aliases another.
+std::vector<at::Tensor> per_target_outputs(int count, int64_t batch, const at::TensorOptions& options,
+                                           float** pointers) {
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(count);
+  for (int k = 0; k < count; ++k) {
+    outputs.push_back(at::empty({batch}, options));
+    pointers[k] = outputs.back().data_ptr<float>();
+  }
+  return outputs;
+}
+
 template <bool kCuda>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl,
-                                                         const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
-                                                         const at::Tensor& anchors, double alpha) {
+AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
+    const at::Tensor& anchors, double alpha) {
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
   const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor score = at::empty({g.batch, g.anchor_num, g.height, g.width}, options);
   at::Tensor box = at::empty({g.batch, 4, g.anchor_num, g.height, g.width}, options);
-  at::Tensor stats = at::empty({g.batch, 4}, options);
-  if (g.batch == 0) return {score, box, stats};
-  const AggregateOutputs out{score.data_ptr<float>(), box.data_ptr<float>(), stats.data_ptr<float>()};
+  AggregateOutputs out{score.data_ptr<float>(), box.data_ptr<float>(), {}};
+  const std::vector<at::Tensor> stats = per_target_outputs(kTargetStats, g.batch, options, out.stats);
+  const auto outputs = std::make_tuple(score, box, stats[kWVis], stats[kWNl], stats[kHVis], stats[kHNl]);
+  if (g.batch == 0) return outputs;
   with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
@@ -99,50 +114,79 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> aggregate(const at::Tensor& cls_v
       aggregate_cpu(heads, anchors.data_ptr<double>(), g, alpha, out);
     }
   });
-  return {score, box, stats};
+  return outputs;
 }
 
 template <bool kCuda>
-std::tuple<at::Tensor, at::Tensor> track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl,
-                                         const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
-                                         const at::Tensor& anchors, const at::Tensor& window,
-                                         const at::Tensor& target_size, double alpha, double penalty_k,
-                                         double window_influence, double lr, bool lr_from_pscore) {
+TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                   const OptionalTensor& loc_nl, const at::Tensor& anchors, const at::Tensor& window,
+                   const at::Tensor& target_size, double alpha, double penalty_k, double window_influence, double lr,
+                   bool lr_from_pscore) {
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
   check_float64(window, {g.anchor_num, g.height, g.width}, "window", cls_vis);
   check_float64(target_size, {g.batch, 2}, "target_size", cls_vis);
+  const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
-  at::Tensor values = at::empty({g.batch, kTrackFields}, cls_vis.options().dtype(at::kFloat));
-  if (g.batch == 0) return {index, values};
+  at::Tensor box = at::empty({g.batch, 4}, options);
+  TrackOutputs out{index.data_ptr<int64_t>(), box.data_ptr<float>(), {}};
+  const std::vector<at::Tensor> values = per_target_outputs(kTrackValues, g.batch, options, out.values);
+  const TrackTensors outputs{index,        box,           values[kScore],    values[kPscore],  values[kLr],
+                             values[kTrackWVis], values[kTrackWNl], values[kTrackHVis], values[kTrackHNl]};
+  if (g.batch == 0) return outputs;
   const TrackParams params{alpha, penalty_k, window_influence, lr, lr_from_pscore};
   with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
     if constexpr (kCuda) {
 #ifdef SNLT_FAST_WITH_CUDA
       TORCH_CHECK(g.batch <= kMaxCudaTargets, "at most ", kMaxCudaTargets, " targets per call on CUDA");
       const c10::cuda::CUDAGuard guard(cls_vis.device());
-      const cudaError_t error = track_cuda(heads, anchors.data_ptr<double>(), window.data_ptr<double>(),
-                                           target_size.data_ptr<double>(), g, params, index.data_ptr<int64_t>(),
-                                           values.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+      const cudaError_t error =
+          track_cuda(heads, anchors.data_ptr<double>(), window.data_ptr<double>(), target_size.data_ptr<double>(),
+                     g, params, out, c10::cuda::getCurrentCUDAStream());
       TORCH_CHECK(error == cudaSuccess, "postprocess_track launch failed: ", cudaGetErrorString(error));
 #endif
     } else {
       track_cpu(heads, anchors.data_ptr<double>(), window.data_ptr<double>(), target_size.data_ptr<double>(), g,
-                params, index.data_ptr<int64_t>(), values.data_ptr<float>());
+                params, out);
     }
   });
-  return {index, values};
+  return outputs;
+}
+
+// Whether cls_vis's device takes the CUDA kernels (else the CPU ones); other devices are refused.
+bool on_cuda(const at::Tensor& cls_vis) {
+#ifdef SNLT_FAST_WITH_CUDA
+  if (cls_vis.is_cuda()) return true;
+#endif
+  TORCH_CHECK(cls_vis.is_cpu(), "snlt_fast._C's post-processing kernels do not run on ", cls_vis.device(), " tensors");
+  return false;
 }
 
 }  // namespace
 
+AggregateTensors dynamic_aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                                   const OptionalTensor& loc_nl, const at::Tensor& anchors, double alpha) {
+  const auto op = on_cuda(cls_vis) ? &aggregate<true> : &aggregate<false>;
+  return op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha);
+}
+
+TrackTensors track_postprocess(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                               const OptionalTensor& loc_nl, const at::Tensor& anchors, const at::Tensor& window,
+                               const at::Tensor& target_size, double alpha, double penalty_k, double window_influence,
+                               double lr, bool lr_from_pscore) {
+  const auto op = on_cuda(cls_vis) ? &track<true> : &track<false>;
+  return op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr,
+            lr_from_pscore);
+}
+
 TORCH_LIBRARY_FRAGMENT(snlt_fast_C, m) {
   m.def(
       "postprocess_aggregate(Tensor cls_vis, Tensor? cls_nl, Tensor loc_vis, Tensor? loc_nl, Tensor anchors, "
-      "float alpha) -> (Tensor, Tensor, Tensor)");
+      "float alpha) -> (Tensor score, Tensor box, Tensor w_vis, Tensor w_nl, Tensor h_vis, Tensor h_nl)");
   m.def(
       "postprocess_track(Tensor cls_vis, Tensor? cls_nl, Tensor loc_vis, Tensor? loc_nl, Tensor anchors, "
       "Tensor window, Tensor target_size, float alpha, float penalty_k, float window_influence, float lr, "
-      "bool lr_from_pscore) -> (Tensor, Tensor)");
+      "bool lr_from_pscore) -> (Tensor index, Tensor box, Tensor score, Tensor pscore, Tensor lr, Tensor w_vis, "
+      "Tensor w_nl, Tensor h_vis, Tensor h_nl)");
 }
 
 TORCH_LIBRARY_IMPL(snlt_fast_C, CPU, m) {

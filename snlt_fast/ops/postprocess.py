@@ -44,8 +44,6 @@ from snlt_fast.ops.xcorr import FLOAT_DTYPES, accumulator_dtype
 
 # Number of running partial sums of the entropy (one per GPU thread of a target's block).
 ENTROPY_LANES = 256
-# Columns of the per-target float32 result of the track op.
-TRACK_FIELDS = ("cx", "cy", "w", "h", "score", "pscore", "lr", "w_vis", "w_nl", "h_vis", "h_nl")
 LR_MODES = ("snlt", "pysot")
 
 
@@ -131,9 +129,8 @@ def _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
 
 
 def dynamic_aggregate_reference(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
-    """(score [B,A,H,W], box [B,4,A,H,W], stats [B,4] = (w_vis, w_nl, h_vis, h_nl)), float32."""
-    score, box, *stats = _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
-    return score.float(), box.float(), torch.stack(stats, dim=1).float()
+    """Aggregation's fields as float32 tensors."""
+    return tuple(value.float() for value in _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha))
 
 
 def _change(ratio):
@@ -156,7 +153,7 @@ def first_argmax(values: Tensor) -> Tensor:
 def track_postprocess_reference(
     cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr, lr_from_pscore
 ):
-    """(index int64 [B], values float32 [B, len(TRACK_FIELDS)])."""
+    """TrackResult's fields: index int64, the others float32."""
     f64 = torch.float64
     score, box, w_vis, w_nl, h_vis, h_nl = _aggregate_float64(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
     batch = score.shape[0]
@@ -173,13 +170,15 @@ def track_postprocess_reference(
     at_best = lambda cells: cells.flatten(1)[rows, index]  # noqa: E731
     best_lr = at_best(pscore) * lr if lr_from_pscore else at_best(penalty) * at_best(score) * lr
     best_box = box.flatten(2)[rows, :, index]
-    values = torch.cat(
-        (best_box, torch.stack((at_best(score), at_best(pscore), best_lr, w_vis, w_nl, h_vis, h_nl), dim=1)), dim=1
-    )
-    return index, values.float()
+    values = (best_box, at_best(score), at_best(pscore), best_lr, w_vis, w_nl, h_vis, h_nl)
+    return (index, *(value.float() for value in values))
 
 
 # --------------------------------------------------------------------------- custom ops
+
+# The ops return each field of their result as its own tensor (none a view of another).
+AggregateTensors = tuple[(Tensor,) * len(Aggregation._fields)]
+TrackTensors = tuple[(Tensor,) * len(TrackResult._fields)]
 
 
 @torch.library.custom_op("snlt_fast::dynamic_aggregate", mutates_args=())
@@ -191,7 +190,7 @@ def _aggregate_op(
     anchors: Tensor,
     alpha: float,
     backend: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> AggregateTensors:
     if backend == "reference":
         return dynamic_aggregate_reference(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
     if backend in ("cpu", "cuda"):
@@ -203,10 +202,11 @@ def _aggregate_op(
 def _(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha, backend):
     batch, channels, height, width = cls_vis.shape
     f32 = torch.float32
+    stats = tuple(cls_vis.new_empty((batch,), dtype=f32) for _ in Aggregation._fields[2:])
     return (
         cls_vis.new_empty((batch, channels // 2, height, width), dtype=f32),
         cls_vis.new_empty((batch, 4, channels // 2, height, width), dtype=f32),
-        cls_vis.new_empty((batch, 4), dtype=f32),
+        *stats,
     )
 
 
@@ -225,7 +225,7 @@ def _track_op(
     lr: float,
     lr_from_pscore: bool,
     backend: str,
-) -> tuple[Tensor, Tensor]:
+) -> TrackTensors:
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
     if backend == "reference":
         return track_postprocess_reference(*args, lr_from_pscore)
@@ -237,27 +237,26 @@ def _track_op(
 @_track_op.register_fake
 def _(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr, lr_from_pscore, backend):
     batch = cls_vis.shape[0]
-    return cls_vis.new_empty((batch,), dtype=torch.int64), cls_vis.new_empty((batch, len(TRACK_FIELDS)), dtype=torch.float32)
+    values = tuple(cls_vis.new_empty((batch,), dtype=torch.float32) for _ in TrackResult._fields[2:])
+    return cls_vis.new_empty((batch,), dtype=torch.int64), cls_vis.new_empty((batch, 4), dtype=torch.float32), *values
 
 
 # --------------------------------------------------------------------------- validation
 
 
-# These run on every tracking frame, where they cost as much as the kernel itself: each
-# tensor attribute is read once, and shapes are compared as torch.Size against tuples.
+# These run on every tracking frame, where each microsecond is a few percent of the call:
+# each tensor attribute is read once, shapes are compared as torch.Size against tuples,
+# and loops over the tensors are unrolled where a generator would cost more than the checks.
 
 
-def _check_tensors(named_tensors):
-    """Each (name, value) is a floating-point tensor on the device of the first."""
-    first_name, first = named_tensors[0]
-    device = first.device if isinstance(first, Tensor) else None
-    for name, value in named_tensors:
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if value.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
-        if value.device != device:
-            raise ValueError(f"{name} must be on the device of {first_name} ({device}), got {value.device}")
+def _check_tensor(name, value, device, device_owner):
+    """value is a floating-point tensor on `device`, the device of the argument `device_owner`."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+    if value.device != device:
+        raise ValueError(f"{name} must be on the device of {device_owner} ({device}), got {value.device}")
 
 
 def _check_number(name, value):
@@ -272,10 +271,14 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
     """Validate the heads and anchors; returns the heads in one kernel dtype (float32 or float64), contiguous."""
     if (cls_nl is None) != (loc_nl is None):
         raise ValueError("cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)")
+    if not isinstance(cls_vis, Tensor):
+        raise TypeError(f"cls_vis must be a torch.Tensor, got {type(cls_vis).__name__}")
+    device = cls_vis.device
     heads = (("cls_vis", cls_vis), ("loc_vis", loc_vis))
     if cls_nl is not None:
         heads += (("cls_nl", cls_nl), ("loc_nl", loc_nl))
-    _check_tensors(heads + (("anchors", anchors),))
+    for name, value in heads + (("anchors", anchors),):
+        _check_tensor(name, value, device, "cls_vis")
     shape = cls_vis.shape
     if len(shape) != 4 or shape[1] < 2 or shape[1] % 2:
         raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(shape)}")
@@ -299,11 +302,13 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
             f"{height}x{width} score map, got {tuple(anchors.shape)}"
         )
     dtype = cls_vis.dtype
-    if any(value.dtype != dtype for _, value in heads):
+    if loc_vis.dtype != dtype or (cls_nl is not None and (cls_nl.dtype != dtype or loc_nl.dtype != dtype)):
         raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
     # Half types convert to float32 exactly, so the kernels read float32 or float64 only.
     kernel_dtype = accumulator_dtype(dtype)
-    prepared = [None if v is None else _as_kernel_input(v, kernel_dtype) for v in (cls_vis, cls_nl, loc_vis, loc_nl)]
+    prepared = [_as_kernel_input(cls_vis, kernel_dtype), None, _as_kernel_input(loc_vis, kernel_dtype), None]
+    if cls_nl is not None:
+        prepared[1], prepared[3] = _as_kernel_input(cls_nl, kernel_dtype), _as_kernel_input(loc_nl, kernel_dtype)
     return prepared, _as_kernel_input(anchors, torch.float64)
 
 
@@ -315,7 +320,7 @@ def _as_kernel_input(tensor, dtype):
 
 
 def _check_window(window, anchors):
-    _check_tensors((("anchors", anchors), ("window", window)))
+    _check_tensor("window", window, anchors.device, "anchors")
     if window.shape != anchors.shape[1:]:
         raise ValueError(
             f"window must be [A, H, W] = {tuple(anchors.shape[1:])} to match the anchors, got {tuple(window.shape)}"
@@ -333,18 +338,20 @@ def _check_target_size(target_size, batch, device):
         sizes = target_size
     else:
         try:
-            sizes = torch.as_tensor(target_size, dtype=torch.float64)
+            sizes = torch.as_tensor(target_size, dtype=torch.float64)  # checked on the host below, then moved
         except (TypeError, ValueError, RuntimeError) as error:
             raise TypeError(f"target_size must be a tensor or a sequence of (w, h) numbers, got {target_size!r}") from error
-    if sizes.shape == (2,):
+    shape = sizes.shape
+    if shape == (2,):
         sizes = sizes.expand(batch, 2)
-    if sizes.shape != (batch, 2):
-        raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(sizes.shape)}")
+    elif shape != (batch, 2):
+        raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(shape)}")
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
     if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
-        if not all(0 < size < math.inf for row in sizes.tolist() for size in row):
-            raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
+        for w, h in sizes.tolist():
+            if not (0 < w < math.inf and 0 < h < math.inf):
+                raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     if sizes.device != device:
         sizes = sizes.to(device)
     return _as_kernel_input(sizes, torch.float64)
@@ -366,10 +373,8 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     backend = _backends.resolve_backend(backend, cls_vis.device)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
     if _backends.calls_native_directly(backend):
-        score, box, stats = _backends.native_ops().postprocess_aggregate(*args)
-    else:
-        score, box, stats = _aggregate_op(*args, backend)
-    return Aggregation(score, box, *stats.unbind(dim=1))
+        return Aggregation(*_backends.native_module().postprocess_aggregate(*args))
+    return Aggregation(*_aggregate_op(*args, backend))
 
 
 def track_postprocess(
@@ -407,8 +412,5 @@ def track_postprocess(
     backend = _backends.resolve_backend(backend, cls_vis.device)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
     if _backends.calls_native_directly(backend):
-        index, values = _backends.native_ops().postprocess_track(*args, lr_mode == "snlt")
-    else:
-        index, values = _track_op(*args, lr_mode == "snlt", backend)
-    box = values[:, 0:4]
-    return TrackResult(index, box, *values[:, 4:].unbind(dim=1))
+        return TrackResult(*_backends.native_module().postprocess_track(*args, lr_mode == "snlt"))
+    return TrackResult(*_track_op(*args, lr_mode == "snlt", backend))
