@@ -479,11 +479,17 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("contiguous", [False, True])
 @pytest.mark.parametrize("change, error, match", BAD_INPUTS)
-def test_bad_input(change, error, match):
+def test_bad_input(change, error, match, contiguous, backend):
+    """The same error from the Python checks and, for inputs already in kernel form (the
+    contiguous copies here, on the cpu backend), from the native op's own checks."""
     inputs = change(make_inputs(13))
+    if contiguous:
+        inputs = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     with pytest.raises(error, match=match):
-        snlt_fast.track_postprocess(**inputs)
+        snlt_fast.track_postprocess(**inputs, backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -501,10 +507,14 @@ def test_bad_parameters(params, error, match):
         snlt_fast.track_postprocess(**make_inputs(14), **params)
 
 
-def test_aggregate_bad_input():
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("contiguous", [False, True])
+def test_aggregate_bad_input(contiguous, backend):
     inputs = make_inputs(15)
+    loc_vis = inputs["loc_vis"][..., :-1]
+    loc_vis = loc_vis.contiguous() if contiguous else loc_vis
     with pytest.raises(ValueError, match="loc_vis"):
-        snlt_fast.dynamic_aggregate(**aggregate_args(replaced(inputs, loc_vis=inputs["loc_vis"][..., :-1])))
+        snlt_fast.dynamic_aggregate(**aggregate_args(replaced(inputs, loc_vis=loc_vis)), backend=backend)
 
 
 NATIVE_ENTRIES = ["dispatcher", "direct"]
@@ -521,20 +531,20 @@ def test_native_ops_refuse_what_they_would_misread(entry):
     inputs = make_inputs(16)
     native = native_entry(entry)
     args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
-    with pytest.raises(RuntimeError, match="anchors must be float64"):
+    with pytest.raises(TypeError, match="anchors must have dtype Double, got Float"):
         native.postprocess_track(*args[:4], args[4].float(), *args[5:], 1 / 300, 0.04, 0.44, 0.4, True)
-    with pytest.raises(RuntimeError, match="contiguous"):
+    with pytest.raises(ValueError, match="cls_vis must be contiguous"):
         native.postprocess_track(args[0].transpose(2, 3), *args[1:], 1 / 300, 0.04, 0.44, 0.4, True)
-    with pytest.raises(RuntimeError, match="window"):
+    with pytest.raises(ValueError, match="window must have shape"):
         native.postprocess_track(*args[:5], args[5][:1], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
     # The dispatcher picks the meta device, for which no kernel is registered.
-    with pytest.raises(RuntimeError, match="device" if entry == "direct" else "Meta"):
+    with pytest.raises(ValueError if entry == "direct" else RuntimeError, match="device" if entry == "direct" else "Meta"):
         native.postprocess_track(*args[:4], args[4].to("meta"), *args[5:], 1 / 300, 0.04, 0.44, 0.4, True)
     # An empty score map: no cell for the argmax to read.
     empty = [None if t is None else t[..., :0] for t in args[:5]]
-    with pytest.raises(RuntimeError, match="H, W >= 1"):
+    with pytest.raises(ValueError, match="H, W >= 1"):
         native.postprocess_track(*empty, args[5][..., :0], args[6], 1 / 300, 0.04, 0.44, 0.4, True)
-    with pytest.raises(RuntimeError, match="H, W >= 1"):
+    with pytest.raises(ValueError, match="H, W >= 1"):
         native.postprocess_aggregate(*empty, 1 / 300)
 
 

@@ -25,31 +25,38 @@ using OptionalTensor = std::optional<at::Tensor>;
 // The CUDA kernels run one block per target: the grid's x dimension bounds the batch.
 constexpr int64_t kMaxCudaTargets = 2147483647;
 
-// ops/postprocess.py validates user input with friendly messages; these checks stop a
-// direct torch.ops call from handing the kernels memory they would misread.
+// The shape, dtype, device and layout checks of the native ops; each error names the argument
+// and what is wrong, as a ValueError or TypeError in Python. ops/postprocess.py checks and
+// converts user input before the reference and Triton backends; for the native ones it
+// converts (half heads, non-contiguous or float32 tensors) and leaves the rest to these.
+void check_tensor(const at::Tensor& value, at::IntArrayRef shape, at::ScalarType dtype, const char* name,
+                  const at::Tensor& cls_vis) {
+  TORCH_CHECK_VALUE(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
+  TORCH_CHECK_TYPE(value.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", value.scalar_type());
+  TORCH_CHECK_VALUE(value.device() == cls_vis.device(), name, " must be on the device of cls_vis (", cls_vis.device(),
+                    "), got ", value.device());
+  TORCH_CHECK_VALUE(value.is_contiguous(), name, " must be contiguous");
+}
+
 void check_float64(const at::Tensor& value, at::IntArrayRef shape, const char* name, const at::Tensor& cls_vis) {
-  TORCH_CHECK(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
-  TORCH_CHECK(value.scalar_type() == at::kDouble, name, " must be float64, got ", value.scalar_type());
-  TORCH_CHECK(value.device() == cls_vis.device(), name, " must be on the device of cls_vis");
-  TORCH_CHECK(value.is_contiguous(), name, " must be contiguous");
+  check_tensor(value, shape, at::kDouble, name, cls_vis);
 }
 
 Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
                      const OptionalTensor& loc_nl, const at::Tensor& anchors) {
   // A map with no cells would leave the argmax without a cell to read.
-  TORCH_CHECK(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0 && cls_vis.size(2) >= 1 &&
-                  cls_vis.size(3) >= 1,
-              "cls_vis must be [B, 2A, H, W] with A, H, W >= 1, got ", cls_vis.sizes());
-  TORCH_CHECK(cls_vis.scalar_type() == at::kFloat || cls_vis.scalar_type() == at::kDouble,
-              "heads must be float32 or float64, got ", cls_vis.scalar_type());
-  TORCH_CHECK(cls_nl.has_value() == loc_nl.has_value(), "cls_nl and loc_nl must both be given or both be None");
+  TORCH_CHECK_VALUE(cls_vis.dim() == 4 && cls_vis.size(1) >= 2 && cls_vis.size(1) % 2 == 0 && cls_vis.size(2) >= 1 &&
+                        cls_vis.size(3) >= 1,
+                    "cls_vis must be [B, 2A, H, W] with A, H, W >= 1, got shape ", cls_vis.sizes());
+  TORCH_CHECK_TYPE(cls_vis.scalar_type() == at::kFloat || cls_vis.scalar_type() == at::kDouble,
+                   "cls_vis must be float32 or float64, got ", cls_vis.scalar_type());
+  TORCH_CHECK_VALUE(cls_nl.has_value() == loc_nl.has_value(),
+                    "cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)");
   const Geometry geometry{cls_vis.size(0), cls_vis.size(1) / 2, cls_vis.size(2), cls_vis.size(3)};
   const std::vector<int64_t> loc_shape{geometry.batch, 4 * geometry.anchor_num, geometry.height, geometry.width};
-  auto check_head = [&](const at::Tensor& head, at::IntArrayRef shape, const char* name) {
-    TORCH_CHECK(head.sizes() == shape, name, " must have shape ", shape, ", got ", head.sizes());
-    TORCH_CHECK(head.scalar_type() == cls_vis.scalar_type(), name, " must have the dtype of cls_vis");
-    TORCH_CHECK(head.device() == cls_vis.device(), name, " must be on the device of cls_vis");
-    TORCH_CHECK(head.is_contiguous(), name, " must be contiguous");
+  // Every head in cls_vis's dtype.
+  const auto check_head = [&](const at::Tensor& head, at::IntArrayRef shape, const char* name) {
+    check_tensor(head, shape, cls_vis.scalar_type(), name, cls_vis);
   };
   check_head(cls_vis, cls_vis.sizes(), "cls_vis");
   check_head(loc_vis, loc_shape, "loc_vis");

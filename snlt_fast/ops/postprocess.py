@@ -348,13 +348,41 @@ def _check_target_size(target_size, batch, device):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(shape)}")
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
-    if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
-        for w, h in sizes.tolist():
-            if not (0 < w < math.inf and 0 < h < math.inf):
-                raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
+    if sizes.device.type == "cpu" and not torch.compiler.is_compiling() and not _sizes_are_valid(sizes):
+        raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     if sizes.device != device:
         sizes = sizes.to(device)
     return _as_kernel_input(sizes, torch.float64)
+
+
+def _sizes_are_valid(sizes):
+    """Whether every (w, h) of sizes [B, 2], a host tensor, is positive and finite."""
+    for w, h in sizes.tolist():
+        if not (0 < w < math.inf and 0 < h < math.inf):
+            return False
+    return True
+
+
+def _in_kernel_form(heads, *float64_inputs):
+    """Whether eager inputs are already what the native kernels read: contiguous tensors,
+    heads (cls_vis, cls_nl, loc_vis, loc_nl; the NL pair may be None) in float32 or float64
+    alike, the other inputs in float64. The native ops check shapes and devices themselves,
+    with errors that name the argument, so such calls skip the checks above (~4 us)."""
+    dtype = heads[0].dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
+        return False
+    for value in heads:
+        if value is not None and (type(value) is not Tensor or value.dtype is not dtype or not value.is_contiguous()):
+            return False
+    for value in float64_inputs:
+        if type(value) is not Tensor or value.dtype is not torch.float64 or not value.is_contiguous():
+            return False
+    return True
+
+
+def _native_backend(backend, cls_vis):
+    """Whether this eager call runs on the native (C++/CUDA) backend and may call it directly."""
+    return isinstance(cls_vis, Tensor) and _backends.calls_native_directly(_backends.resolve_backend(backend, cls_vis.device))
 
 
 # --------------------------------------------------------------------------- public API
@@ -369,12 +397,13 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     only (w_vis = 1). See the module docstring for the exact arithmetic.
     """
     alpha = _check_number("alpha", alpha)
-    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
-    backend = _backends.resolve_backend(backend, cls_vis.device)
+    native = _native_backend(backend, cls_vis)
+    if not (native and _in_kernel_form((cls_vis, cls_nl, loc_vis, loc_nl), anchors)):
+        (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
-    if _backends.calls_native_directly(backend):
+    if native:
         return Aggregation(*_backends.native_module().postprocess_aggregate(*args))
-    return Aggregation(*_aggregate_op(*args, backend))
+    return Aggregation(*_aggregate_op(*args, _backends.resolve_backend(backend, cls_vis.device)))
 
 
 def track_postprocess(
@@ -406,11 +435,19 @@ def track_postprocess(
     lr = _check_number("lr", lr)
     if lr_mode not in LR_MODES:
         raise ValueError(f"lr_mode must be one of {', '.join(map(repr, LR_MODES))}, got {lr_mode!r}")
-    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
-    window = _check_window(window, anchors)
-    target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
-    backend = _backends.resolve_backend(backend, cls_vis.device)
+    native = _native_backend(backend, cls_vis)
+    heads = (cls_vis, cls_nl, loc_vis, loc_nl)
+    # Host target sizes are checked in any case: the kernels would turn invalid ones into NaN.
+    if not (
+        native
+        and _in_kernel_form(heads, anchors, window, target_size)
+        and target_size.shape == cls_vis.shape[:1] + (2,)  # [B, 2]; cls_vis's own shape is checked natively
+        and (target_size.device.type != "cpu" or _sizes_are_valid(target_size))
+    ):
+        (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(*heads, anchors)
+        window = _check_window(window, anchors)
+        target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
-    if _backends.calls_native_directly(backend):
+    if native:
         return TrackResult(*_backends.native_module().postprocess_track(*args, lr_mode == "snlt"))
-    return TrackResult(*_track_op(*args, lr_mode == "snlt", backend))
+    return TrackResult(*_track_op(*args, lr_mode == "snlt", _backends.resolve_backend(backend, cls_vis.device)))
