@@ -84,7 +84,7 @@ def available_backends(device=None):
 
 def resolve_backend(backend, device):
     """The backend name a call on tensors on `device` uses; a clear ValueError when it cannot run."""
-    device_type = torch.device(device).type
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     if backend is None:
         for candidate in _PREFERENCE.get(device_type, ("reference",)):
             if _unavailable_reason(candidate, device_type) is None:
@@ -116,7 +116,7 @@ def calls_native_directly(backend, differentiable=()):
     requires grad while grad mode is on)."""
     if backend not in ("cpu", "cuda") or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
-    return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in differentiable))
+    return not (differentiable and torch.is_grad_enabled() and any(tensor.requires_grad for tensor in differentiable))
 
 
 def triton_kernels(name):

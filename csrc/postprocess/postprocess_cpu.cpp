@@ -72,23 +72,43 @@ struct VectorMath {
   static constexpr double kLn2High = 6.93147180369123816490e-01;
   static constexpr double kLn2Low = 1.90821492927058770002e-10;
 
+  static constexpr double kLog2e = 1.4426950408889634;
+  static constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
+
+  // exp(r) for x = n ln2 + r, n = round(x / ln2), |r| <= ln(2)/2 (and a hair). `shifted` is
+  // x / ln2 + round_constant rounded to an integer (round_constant is 1.5 * 2^52 plus a
+  // small integer), so its low bits hold n plus that integer.
+  SNLT_HD static double exp_of_remainder(double x, double round_constant, double& shifted) {
+    shifted = std::fma(x, kLog2e, round_constant);
+    const double n = shifted - round_constant;
+    const double r = std::fma(-n, kLn2Low, std::fma(-n, kLn2High, x));  // n * kLn2High is exact
+    return 1.0 + std::fma(r * r, horner(kExpTail, r), r);
+  }
+
   SNLT_HD static double exp(double x) {
-    constexpr double kLog2e = 1.4426950408889634;
-    constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
     // Past these bounds the result is inf or 0 anyway; NaN passes both tests unchanged.
     x = x > 710.0 ? 710.0 : x;
     x = x < -746.0 ? -746.0 : x;
-    const double shifted = std::fma(x, kLog2e, kRoundToInteger);
-    const double n = shifted - kRoundToInteger;
+    double shifted;
+    const double exp_r = exp_of_remainder(x, kRoundToInteger, shifted);
     const int64_t exponent = static_cast<int64_t>(bits_of(shifted) - bits_of(kRoundToInteger));
-    const double r = std::fma(-n, kLn2Low, x - n * kLn2High);  // |r| <= ln(2) / 2 (and a hair)
-    const double exp_r = 1.0 + std::fma(r * r, horner(kExpTail, r), r);
     // 2^exponent in two factors, each a normal double, so that results rounding to
     // subnormals (or overflowing) round once, in the last product.
     const int64_t half = static_cast<int64_t>(static_cast<uint64_t>(exponent + 2048) >> 1) - 1024;  // floor(exponent / 2)
     const double scale_a = from_bits(static_cast<uint64_t>(half + 1023) << 52);
     const double scale_b = from_bits(static_cast<uint64_t>(exponent - half + 1023) << 52);
     return exp_r * scale_a * scale_b;
+  }
+
+  // 1 + exp(x), exp rounded first as in the contract, for less work than exp: the sum is 1
+  // below x = -64 and inf above 710, so x is clamped to [-64, 710] (NaN passes both), and
+  // 2^n is 2 * 2^(n - 1) with 2^(n - 1) a normal double built from the low bits of shifted.
+  SNLT_HD static double one_plus_exp(double x) {
+    x = -64.0 > x ? -64.0 : x;
+    x = 710.0 < x ? 710.0 : x;
+    double shifted;
+    const double exp_r = exp_of_remainder(x, kRoundToInteger + 1022.0, shifted);
+    return 1.0 + exp_r * 2.0 * from_bits(bits_of(shifted) << 52);
   }
 
   // ln(x) for positive finite x (normal or subnormal) only: special values would cost

@@ -16,6 +16,7 @@ constexpr int kThreads = 2 * kEntropyLanes;
 
 struct CudaMath {
   __host__ __device__ static double exp(double x) { return ::exp(x); }
+  __host__ __device__ static double one_plus_exp(double x) { return 1.0 + ::exp(x); }
   __host__ __device__ static double log_positive(double x) { return ::log(x); }
 };
 

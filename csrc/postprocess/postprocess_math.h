@@ -1,6 +1,7 @@
 // The arithmetic contract of snlt_fast/ops/postprocess.py, one formula per function,
 // shared by the CPU and CUDA kernels so that both round every step the same way.
-// `Math` supplies exp and log_positive (CUDA's on the device; vectorizable ones on the CPU).
+// `Math` supplies exp, one_plus_exp (1 + exp(x), exp rounded first) and log_positive (CUDA's
+// on the device; vectorizable ones on the CPU).
 #pragma once
 
 #include <cmath>
@@ -26,7 +27,7 @@ struct Box {
 
 template <class Math>
 SNLT_HD double foreground_probability(double background, double foreground) {
-  return 1.0 / (1.0 + Math::exp(background - foreground));
+  return 1.0 / Math::one_plus_exp(background - foreground);
 }
 
 // p * ln(p), with 0 * ln(0) = 0; NaN stays NaN. Math::log_positive need only handle
@@ -48,8 +49,8 @@ SNLT_HD double lane_tree_sum(double* lanes) {
 template <class Math>
 SNLT_HD void modality_weights(double alpha, double h_vis, double h_nl, double* w_vis, double* w_nl) {
   const double gap = alpha * h_vis - alpha * h_nl;
-  *w_vis = 1.0 / (1.0 + Math::exp(gap));
-  *w_nl = 1.0 / (1.0 + Math::exp(-gap));
+  *w_vis = 1.0 / Math::one_plus_exp(gap);
+  *w_nl = 1.0 / Math::one_plus_exp(-gap);
 }
 
 template <class Math>
