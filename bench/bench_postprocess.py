@@ -76,13 +76,25 @@ def implementations(device, run_fast, run_baseline):
     return impls
 
 
+def native_track(inputs, params):
+    """The C++/CUDA kernels alone, as the public API calls them for inputs already in kernel
+    form (these are): the API's own cost is the difference to the snlt_fast row."""
+    settings = {"alpha": 1 / 300, "penalty_k": 0.04, "window_influence": 0.44, "lr": 0.4} | params
+    args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
+    native = snlt_fast._backends.native_module()
+    return lambda: native.postprocess_track(*args, *settings.values(), True)
+
+
 def track_implementations(device, scales, size, batch, nl, params):
     inputs = make_inputs(scales, size, batch, nl, device)
-    return implementations(
+    impls = implementations(
         device,
         lambda backend: lambda: snlt_fast.track_postprocess(**inputs, **params, backend=backend),
         lambda: track_postprocess_numpy(**host_arrays(inputs), **params),
     )
+    if device in fast_backends(device):  # the native backend of this device is built
+        impls.append((f"snlt_fast {device}: native op alone", native_track(inputs, params), False))
+    return impls
 
 
 def aggregate_implementations(device):
@@ -109,7 +121,7 @@ TRACK_PARAMS = [
     pytest.param(device, case, impl_index, id=f"{device}-{case[0]}-{impl_index}")
     for device in DEVICES
     for case in CASES
-    for impl_index in range(2 + len(fast_backends(device)))
+    for impl_index in range(2 + len(fast_backends(device)) + (device in fast_backends(device)))
 ]
 
 
