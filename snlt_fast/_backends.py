@@ -82,13 +82,19 @@ def available_backends(device=None):
     return [b for b in BACKENDS if any(_unavailable_reason(b, d) is None for d in device_types)]
 
 
+def _fastest_backend(device_type):
+    return next(b for b in _PREFERENCE.get(device_type, ("reference",)) if _unavailable_reason(b, device_type) is None)
+
+
+# What backend=None resolves to, per device type: fixed at import, and looked up on every call.
+_FASTEST = {device_type: _fastest_backend(device_type) for device_type in _PREFERENCE}
+
+
 def resolve_backend(backend, device):
     """The backend name a call on tensors on `device` uses; a clear ValueError when it cannot run."""
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     if backend is None:
-        for candidate in _PREFERENCE.get(device_type, ("reference",)):
-            if _unavailable_reason(candidate, device_type) is None:
-                return candidate
+        return _FASTEST.get(device_type) or _fastest_backend(device_type)
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string or None, got {type(backend).__name__}")
     reason = _unavailable_reason(backend, device_type)

@@ -468,6 +468,7 @@ BAD_INPUTS = [
     (lambda i: replaced(i, anchors=i["anchors"][:, :2]), ValueError, "anchors"),
     (lambda i: replaced(i, window=i["window"][:, 1:]), ValueError, "window"),
     (lambda i: replaced(i, target_size=i["target_size"][:1]), ValueError, "target_size"),
+    (lambda i: replaced(i, target_size=i["target_size"].repeat(1, 2)), ValueError, "target_size"),
     (lambda i: replaced(i, target_size=torch.tensor([[10.0, 0.0], [5.0, 5.0]])), ValueError, "target_size"),
     (lambda i: replaced(i, target_size=(10.0, -1.0)), ValueError, "target_size"),
     (lambda i: replaced(i, target_size=(10.0, math.nan)), ValueError, "target_size"),

@@ -356,10 +356,12 @@ def _check_target_size(target_size, batch, device):
 
 
 def _sizes_are_valid(sizes):
-    """Whether every (w, h) of sizes [B, 2], a host tensor, is positive and finite."""
-    for w, h in sizes.tolist():
-        if not (0 < w < math.inf and 0 < h < math.inf):
-            return False
+    """Whether every value of sizes, a 2-D host tensor ([B, 2] unless the kernels will say
+    otherwise), is positive and finite."""
+    for row in sizes.tolist():
+        for size in row:
+            if not 0 < size < math.inf:
+                return False
     return True
 
 
@@ -441,8 +443,8 @@ def track_postprocess(
     if not (
         native
         and _in_kernel_form(heads, anchors, window, target_size)
-        and target_size.shape == cls_vis.shape[:1] + (2,)  # [B, 2]; cls_vis's own shape is checked natively
-        and (target_size.device.type != "cpu" or _sizes_are_valid(target_size))
+        and target_size.dim() == 2  # not [2], which the checks expand to [B, 2]
+        and (not target_size.is_cpu or _sizes_are_valid(target_size))
     ):
         (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(*heads, anchors)
         window = _check_window(window, anchors)
