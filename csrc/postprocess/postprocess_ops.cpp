@@ -27,8 +27,8 @@ constexpr int64_t kMaxCudaTargets = 2147483647;
 
 // The shape, dtype, device and layout checks of the native ops; each error names the argument
 // and what is wrong, as a ValueError or TypeError in Python. ops/postprocess.py checks and
-// converts user input before the reference and Triton backends; for the native ones it
-// converts (half heads, non-contiguous or float32 tensors) and leaves the rest to these.
+// converts user input (half heads, float32 anchors, strided tensors...), except that eager
+// calls whose inputs are already in kernel form skip its checks and meet only these.
 void check_tensor(const at::Tensor& value, at::IntArrayRef shape, at::ScalarType dtype, const char* name,
                   const at::Tensor& cls_vis) {
   TORCH_CHECK_VALUE(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
