@@ -566,6 +566,16 @@ def test_direct_bindings_match_the_registered_ops(nl):
             assert_same_bits(a, e)
 
 
+def test_profilers_see_direct_calls():
+    """Eager calls skip the dispatcher, which records ops for profilers: they record themselves."""
+    inputs = make_inputs(23)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        snlt_fast.track_postprocess(**inputs, backend="cpu")
+        snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
+    names = {event.name for event in profile.events()}
+    assert {"snlt_fast_C::postprocess_track", "snlt_fast_C::postprocess_aggregate"} <= names
+
+
 def test_dispatch_modes_see_the_op():
     """Under a dispatch mode the eager call goes through the registered op, not around it."""
     from torch.utils._python_dispatch import TorchDispatchMode

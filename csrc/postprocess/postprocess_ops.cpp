@@ -2,6 +2,7 @@
 // registrations (the kernels themselves take raw pointers; see postprocess_kernels.h).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #ifdef SNLT_FAST_WITH_CUDA
@@ -172,6 +173,8 @@ bool on_cuda(const at::Tensor& cls_vis) {
 
 AggregateTensors dynamic_aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
                                    const OptionalTensor& loc_nl, const at::Tensor& anchors, double alpha) {
+  // The dispatcher records the registered ops for profilers; the direct bindings record themselves.
+  RECORD_FUNCTION("snlt_fast_C::postprocess_aggregate", c10::ArrayRef<const c10::IValue>{});
   const auto op = on_cuda(cls_vis) ? &aggregate<true> : &aggregate<false>;
   return op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha);
 }
@@ -180,6 +183,7 @@ TrackTensors track_postprocess(const at::Tensor& cls_vis, const OptionalTensor& 
                                const OptionalTensor& loc_nl, const at::Tensor& anchors, const at::Tensor& window,
                                const at::Tensor& target_size, double alpha, double penalty_k, double window_influence,
                                double lr, bool lr_from_pscore) {
+  RECORD_FUNCTION("snlt_fast_C::postprocess_track", c10::ArrayRef<const c10::IValue>{});
   const auto op = on_cuda(cls_vis) ? &track<true> : &track<false>;
   return op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr,
             lr_from_pscore);
