@@ -1,6 +1,6 @@
 // The post-processing ops on CPU or CUDA tensors (cls_vis's device picks the kernels), as
-// module.cpp binds them for eager calls: at tracking shapes the dispatcher's Python entry
-// costs ~0.4 us per tensor in and out, a tenth of the whole op. They run the kernels that
+// module.cpp binds them for eager calls: the dispatcher's Python entry costs ~0.4 us per
+// returned tensor (7.4 us against 4.9 us for a call on a one-cell map). They run the kernels that
 // are registered as snlt_fast_C::postprocess_aggregate and snlt_fast_C::postprocess_track,
 // and profilers see them under those names.
 #pragma once
