@@ -10,9 +10,10 @@ extern "C" void probe_track(const float* cls_vis, const float* cls_nl, const flo
                             int64_t anchor_num, int64_t height, int64_t width, double alpha, double penalty_k,
                             double window_influence, double lr, int lr_from_pscore, int64_t* index, float* box,
                             float* values) {
-  // values [kTrackValues, batch]: one row per field after the box.
-  TrackOutputs out{index, box, {}};
+  // values [kTrackValues + kTargetStats, batch]: one row per field after the box.
+  TrackOutputs out{index, box, {}, {}};
   for (int value = 0; value < kTrackValues; ++value) out.values[value] = values + value * batch;
+  for (int stat = 0; stat < kTargetStats; ++stat) out.stats[stat] = values + (kTrackValues + stat) * batch;
   track_cpu(Heads<float>{cls_vis, cls_nl, loc_vis, loc_nl}, anchors, window, target_size,
             Geometry{batch, anchor_num, height, width},
             TrackParams{alpha, penalty_k, window_influence, lr, lr_from_pscore != 0}, out);

@@ -611,7 +611,7 @@ void aggregate_cpu(Heads<T> heads, const double* anchors, Geometry geometry, dou
         fused_maps<false>(target, begin, end, nullptr, score, box);
       }
     });
-    store_stats(target, out, b);
+    store_stats(target, out.stats, b);
   });
 }
 

@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) aggregate_kernel(Heads<T> heads, con
     box[2 * cells + n] = static_cast<float>(fused.w);
     box[3 * cells + n] = static_cast<float>(fused.h);
   }
-  if (threadIdx.x == 0) store_stats(target, out, b);
+  if (threadIdx.x == 0) store_stats(target, out.stats, b);
 }
 
 template <typename T>

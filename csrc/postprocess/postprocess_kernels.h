@@ -32,12 +32,12 @@ struct TrackParams {
   bool lr_from_pscore;
 };
 
-// The per-target float32 statistics of dynamic_aggregate, each its own [B] tensor.
+// The per-target float32 statistics that both ops return, each its own [B] tensor.
 enum TargetStat { kWVis, kWNl, kHVis, kHNl, kTargetStats };
 
-// The per-target float32 values of track_postprocess besides the box, each its own [B] tensor
-// (TrackResult's fields after index and box, in ops/postprocess.py).
-enum TrackValue { kScore, kPscore, kLr, kTrackWVis, kTrackWNl, kTrackHVis, kTrackHNl, kTrackValues };
+// track_postprocess's other per-target float32 values, each its own [B] tensor (TrackResult's
+// fields in ops/postprocess.py are index, box, these, then the statistics).
+enum TrackValue { kScore, kPscore, kLr, kTrackValues };
 
 // score [B, A, H, W], box [B, 4, A, H, W], stats[kTargetStats] [B].
 struct AggregateOutputs {
@@ -46,18 +46,20 @@ struct AggregateOutputs {
   float* stats[kTargetStats];
 };
 
-// index [B], box [B, 4] (cx, cy, w, h), values[kTrackValues] [B].
+// index [B], box [B, 4] (cx, cy, w, h), values[kTrackValues] [B], stats[kTargetStats] [B].
 struct TrackOutputs {
   int64_t* index;
   float* box;
   float* values[kTrackValues];
+  float* stats[kTargetStats];
 };
 
-// Target b's statistics, each rounded once; `target` is the CPU or the CUDA kernels' per-target view.
+// Target b's statistics into stats[k][b], each rounded once; `target` is the CPU or the CUDA
+// kernels' per-target view.
 template <class Target>
-SNLT_HD void store_stats(const Target& target, const AggregateOutputs& out, int64_t b) {
-  const double stats[kTargetStats] = {target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-  for (int stat = 0; stat < kTargetStats; ++stat) out.stats[stat][b] = static_cast<float>(stats[stat]);
+SNLT_HD void store_stats(const Target& target, float* const (&stats)[kTargetStats], int64_t b) {
+  const double values[kTargetStats] = {target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  for (int stat = 0; stat < kTargetStats; ++stat) stats[stat][b] = static_cast<float>(values[stat]);
 }
 
 // Target b's result for its best cell: the cell's fused box and score, the box's size
@@ -67,12 +69,12 @@ SNLT_HD void store_track_result(const Target& target, int64_t best, const Box& b
                                 double window, const TrackParams& params, const TrackOutputs& out, int64_t b) {
   const double pscore = windowed_score(penalty, score, window, params.window_influence);
   const double values[kTrackValues] = {score, pscore,
-                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr,
-                                       target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr};
   out.index[b] = best;
   const double box_values[4] = {box.cx, box.cy, box.w, box.h};
   for (int k = 0; k < 4; ++k) out.box[4 * b + k] = static_cast<float>(box_values[k]);
   for (int value = 0; value < kTrackValues; ++value) out.values[value][b] = static_cast<float>(values[value]);
+  store_stats(target, out.stats, b);
 }
 
 template <typename T>

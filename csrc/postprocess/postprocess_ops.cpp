@@ -99,8 +99,8 @@ std::vector<at::Tensor> per_target_outputs(int count, int64_t batch, const at::T
 }
 
 template <bool kCuda>
-AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis, const OptionalTensor& loc_nl,
-    const at::Tensor& anchors, double alpha) {
+AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
+                           const OptionalTensor& loc_nl, const at::Tensor& anchors, double alpha) {
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
   const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor score = at::empty({g.batch, g.anchor_num, g.height, g.width}, options);
@@ -136,10 +136,11 @@ TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, cons
   const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
   at::Tensor box = at::empty({g.batch, 4}, options);
-  TrackOutputs out{index.data_ptr<int64_t>(), box.data_ptr<float>(), {}};
+  TrackOutputs out{index.data_ptr<int64_t>(), box.data_ptr<float>(), {}, {}};
   const std::vector<at::Tensor> values = per_target_outputs(kTrackValues, g.batch, options, out.values);
-  const TrackTensors outputs{index,        box,           values[kScore],    values[kPscore],  values[kLr],
-                             values[kTrackWVis], values[kTrackWNl], values[kTrackHVis], values[kTrackHNl]};
+  const std::vector<at::Tensor> stats = per_target_outputs(kTargetStats, g.batch, options, out.stats);
+  const TrackTensors outputs{index,        box,         values[kScore], values[kPscore], values[kLr],
+                             stats[kWVis], stats[kWNl], stats[kHVis],   stats[kHNl]};
   if (g.batch == 0) return outputs;
   const TrackParams params{alpha, penalty_k, window_influence, lr, lr_from_pscore};
   with_heads(cls_vis, cls_nl, loc_vis, loc_nl, [&](auto heads) {
