@@ -549,6 +549,16 @@ def test_native_ops_refuse_what_they_would_misread(entry):
         native.postprocess_aggregate(*empty, 1 / 300)
 
 
+def test_direct_binding_refuses_invalid_host_sizes():
+    """The eager API's entry checks host target sizes as the API does; the registered op
+    leaves them to the kernels' NaN rule (test_unchecked_invalid_target_size_gives_nan)."""
+    inputs = make_inputs(24, batch=2)
+    inputs["target_size"][1, 1] = 0.0
+    args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "anchors", "window", "target_size")]
+    with pytest.raises(ValueError, match="target_size must hold positive finite .* for target 1"):
+        native_entry("direct").postprocess_track(*args, 1 / 300, 0.04, 0.44, 0.4, True)
+
+
 @pytest.mark.parametrize("nl", [True, False])
 def test_direct_bindings_match_the_registered_ops(nl):
     """snlt_fast._C's bindings, which eager calls use, against the ops that torch.compile sees."""

@@ -69,10 +69,10 @@ SNLT_HD double change(double ratio) {
   return ratio > inverse ? ratio : inverse;
 }
 
+SNLT_HD bool is_valid_size(double size) { return size > 0.0 && size < INFINITY; }
+
 // A target size as the contract reads it: NaN unless positive and finite.
-SNLT_HD double valid_size(double size) {
-  return size > 0.0 && size < INFINITY ? size : static_cast<double>(NAN);
-}
+SNLT_HD double valid_size(double size) { return is_valid_size(size) ? size : static_cast<double>(NAN); }
 
 SNLT_HD double size_with_context(double w, double h) {
   const double pad = (w + h) * 0.5;

@@ -125,7 +125,19 @@ AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_
   return outputs;
 }
 
-template <bool kCuda>
+// The eager API's rule for target sizes on the host (ops/postprocess.py): positive and finite.
+// The registered op leaves sizes unchecked, as on a device: its kernels turn an invalid
+// size into NaN scores.
+void check_host_sizes(const at::Tensor& target_size) {
+  if (!target_size.is_cpu()) return;
+  const double* sizes = target_size.data_ptr<double>();
+  for (int64_t k = 0; k < target_size.numel(); ++k) {
+    TORCH_CHECK_VALUE(is_valid_size(sizes[k]), "target_size must hold positive finite (w, h), got ",
+                      sizes[k], " for target ", k / 2);
+  }
+}
+
+template <bool kCuda, bool kCheckHostSizes = false>
 TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
                    const OptionalTensor& loc_nl, const at::Tensor& anchors, const at::Tensor& window,
                    const at::Tensor& target_size, double alpha, double penalty_k, double window_influence, double lr,
@@ -133,6 +145,7 @@ TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, cons
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
   check_float64(window, {g.anchor_num, g.height, g.width}, "window", cls_vis);
   check_float64(target_size, {g.batch, 2}, "target_size", cls_vis);
+  if constexpr (kCheckHostSizes) check_host_sizes(target_size);
   const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
   at::Tensor box = at::empty({g.batch, 4}, options);
@@ -185,7 +198,7 @@ TrackTensors track_postprocess(const at::Tensor& cls_vis, const OptionalTensor& 
                                const at::Tensor& target_size, double alpha, double penalty_k, double window_influence,
                                double lr, bool lr_from_pscore) {
   RECORD_FUNCTION("snlt_fast_C::postprocess_track", c10::ArrayRef<const c10::IValue>{});
-  const auto op = on_cuda(cls_vis) ? &track<true> : &track<false>;
+  const auto op = on_cuda(cls_vis) ? &track<true, true> : &track<false, true>;
   return op(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr,
             lr_from_pscore);
 }

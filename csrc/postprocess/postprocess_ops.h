@@ -2,7 +2,8 @@
 // module.cpp binds them for eager calls: the dispatcher's Python entry costs ~0.4 us per
 // returned tensor (7.4 us against 4.9 us for a call on a one-cell map). They run the kernels that
 // are registered as snlt_fast_C::postprocess_aggregate and snlt_fast_C::postprocess_track,
-// and profilers see them under those names.
+// and profilers see them under those names. As the public API, the direct track_postprocess
+// refuses invalid target sizes on the host (the registered op turns them into NaN scores).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -45,6 +45,8 @@ from snlt_fast.ops.xcorr import FLOAT_DTYPES, accumulator_dtype
 # Number of running partial sums of the entropy (one per GPU thread of a target's block).
 ENTROPY_LANES = 256
 LR_MODES = ("snlt", "pysot")
+# The heads' dtypes that the native kernels read.
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class Aggregation(NamedTuple):
@@ -365,26 +367,30 @@ def _sizes_are_valid(sizes):
     return True
 
 
-def _in_kernel_form(heads, *float64_inputs):
-    """Whether eager inputs are already what the native kernels read: contiguous tensors,
-    heads (cls_vis, cls_nl, loc_vis, loc_nl; the NL pair may be None) in float32 or float64
-    alike, the other inputs in float64. The native ops check shapes and devices themselves,
-    with errors that name the argument, so such calls skip the checks above (~4 us)."""
-    dtype = heads[0].dtype
-    if dtype is not torch.float32 and dtype is not torch.float64:
-        return False
-    for value in heads:
-        if value is not None and (type(value) is not Tensor or value.dtype is not dtype or not value.is_contiguous()):
-            return False
-    for value in float64_inputs:
-        if type(value) is not Tensor or value.dtype is not torch.float64 or not value.is_contiguous():
-            return False
-    return True
-
-
 def _native_backend(backend, cls_vis):
     """Whether this eager call runs on the native (C++/CUDA) backend and may call it directly."""
     return isinstance(cls_vis, Tensor) and _backends.calls_native_directly(_backends.resolve_backend(backend, cls_vis.device))
+
+
+def _call_native_as_given(entry, cls_vis, *args, float64_inputs):
+    """entry(cls_vis, *args) from snlt_fast._C, or None where the inputs are not in kernel form.
+
+    Per-frame inputs already are (contiguous tensors, heads in float32 or float64 alike,
+    float64_inputs in float64, host target sizes valid): they meet only the native checks,
+    ~3 us less than the checks here. The dtypes that callers commonly convert (half heads,
+    float32 anchors from numpy) are screened out here, as a refusal by the native checks costs
+    ~14 us; whatever else they refuse, they refuse before any work, and the caller then takes
+    the checks here, which convert what they can and name what is wrong.
+    """
+    if cls_vis.dtype not in _KERNEL_DTYPES:
+        return None
+    for value in float64_inputs:
+        if type(value) is not Tensor or value.dtype is not torch.float64:
+            return None
+    try:
+        return entry(cls_vis, *args)
+    except (TypeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------- public API
@@ -400,8 +406,14 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     """
     alpha = _check_number("alpha", alpha)
     native = _native_backend(backend, cls_vis)
-    if not (native and _in_kernel_form((cls_vis, cls_nl, loc_vis, loc_nl), anchors)):
-        (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
+    if native:
+        outputs = _call_native_as_given(
+            _backends.native_module().postprocess_aggregate, cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha,
+            float64_inputs=(anchors,),
+        )  # fmt: skip
+        if outputs is not None:
+            return Aggregation(*outputs)
+    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
     args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha)
     if native:
         return Aggregation(*_backends.native_module().postprocess_aggregate(*args))
@@ -438,18 +450,19 @@ def track_postprocess(
     if lr_mode not in LR_MODES:
         raise ValueError(f"lr_mode must be one of {', '.join(map(repr, LR_MODES))}, got {lr_mode!r}")
     native = _native_backend(backend, cls_vis)
-    heads = (cls_vis, cls_nl, loc_vis, loc_nl)
-    # Host target sizes are checked in any case: the kernels would turn invalid ones into NaN.
-    if not (
-        native
-        and _in_kernel_form(heads, anchors, window, target_size)
-        and target_size.dim() == 2  # not [2], which the checks expand to [B, 2]
-        and (not target_size.is_cpu or _sizes_are_valid(target_size))
-    ):
-        (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(*heads, anchors)
-        window = _check_window(window, anchors)
-        target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
-    args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, alpha, penalty_k, window_influence, lr)
+    numbers = (alpha, penalty_k, window_influence, lr, lr_mode == "snlt")
+    # Not for [2] sizes, which the checks expand to [B, 2].
+    if native and type(target_size) is Tensor and target_size.dim() == 2:
+        outputs = _call_native_as_given(
+            _backends.native_module().postprocess_track, cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size,
+            *numbers, float64_inputs=(anchors, window, target_size),
+        )  # fmt: skip
+        if outputs is not None:
+            return TrackResult(*outputs)
+    (cls_vis, cls_nl, loc_vis, loc_nl), anchors = _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors)
+    window = _check_window(window, anchors)
+    target_size = _check_target_size(target_size, cls_vis.shape[0], cls_vis.device)
+    args = (cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size, *numbers)
     if native:
-        return TrackResult(*_backends.native_module().postprocess_track(*args, lr_mode == "snlt"))
-    return TrackResult(*_track_op(*args, lr_mode == "snlt", _backends.resolve_backend(backend, cls_vis.device)))
+        return TrackResult(*_backends.native_module().postprocess_track(*args))
+    return TrackResult(*_track_op(*args, _backends.resolve_backend(backend, cls_vis.device)))
