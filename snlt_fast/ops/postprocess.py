@@ -451,7 +451,8 @@ def track_postprocess(
         raise ValueError(f"lr_mode must be one of {', '.join(map(repr, LR_MODES))}, got {lr_mode!r}")
     native = _native_backend(backend, cls_vis)
     numbers = (alpha, penalty_k, window_influence, lr, lr_mode == "snlt")
-    # Not for [2] sizes, which the checks expand to [B, 2].
+    # Tensor sizes only: the checks below expand a [2] size to [B, 2], and a sequence would
+    # fail pybind's conversion, whose message formats every argument.
     if native and type(target_size) is Tensor and target_size.dim() == 2:
         outputs = _call_native_as_given(
             _backends.native_module().postprocess_track, cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size,
