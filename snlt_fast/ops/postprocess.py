@@ -350,21 +350,13 @@ def _check_target_size(target_size, batch, device):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(shape)}")
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
-    if sizes.device.type == "cpu" and not torch.compiler.is_compiling() and not _sizes_are_valid(sizes):
-        raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
+    if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
+        for w, h in sizes.tolist():
+            if not (0 < w < math.inf and 0 < h < math.inf):
+                raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     if sizes.device != device:
         sizes = sizes.to(device)
     return _as_kernel_input(sizes, torch.float64)
-
-
-def _sizes_are_valid(sizes):
-    """Whether every value of sizes, a 2-D host tensor ([B, 2] unless the kernels will say
-    otherwise), is positive and finite."""
-    for row in sizes.tolist():
-        for size in row:
-            if not 0 < size < math.inf:
-                return False
-    return True
 
 
 def _native_backend(backend, cls_vis):
