@@ -273,21 +273,24 @@ def test_no_targets(backend, device):
     assert aggregation.score.shape == (0, 3, 5, 5) and aggregation.box.shape == (0, 4, 3, 5, 5)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_cpu_results_do_not_depend_on_the_thread_count(batch):
-    """One 15x25x25 map is split between threads, and several targets are shared out
+@pytest.mark.parametrize("threads", [2, 3, 5])
+@pytest.mark.parametrize("batch, anchor_num, size", [(1, 15, 25), (1, 3, 21), (3, 15, 25)])
+def test_cpu_results_do_not_depend_on_the_thread_count(threads, batch, anchor_num, size):
+    """A 15x25x25 map's heads are split between threads (a thread's share may end inside
+    a head), a 3x21x21 map's heads go one to a thread, and several targets are shared out
     between threads whole; one thread must give the same bits."""
-    inputs = make_inputs(12, batch=batch, anchor_num=15, height=25, width=25)
-    threaded_track = snlt_fast.track_postprocess(**inputs, backend="cpu")
-    threaded_maps = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    inputs = make_inputs(12, batch=batch, anchor_num=anchor_num, height=size, width=size)
+    default_threads = torch.get_num_threads()
+    results = {}
     try:
-        serial_track = snlt_fast.track_postprocess(**inputs, backend="cpu")
-        serial_maps = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
+        for count in (1, threads):
+            torch.set_num_threads(count)
+            track = snlt_fast.track_postprocess(**inputs, backend="cpu")
+            maps = snlt_fast.dynamic_aggregate(**aggregate_args(inputs), backend="cpu")
+            results[count] = (*track, *maps)
     finally:
-        torch.set_num_threads(threads)
-    for serial, threaded in zip((*serial_track, *serial_maps), (*threaded_track, *threaded_maps)):
+        torch.set_num_threads(default_threads)
+    for serial, threaded in zip(results[1], results[threads]):
         assert_same_bits(serial, threaded)
 
 

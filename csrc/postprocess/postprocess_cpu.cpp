@@ -3,9 +3,8 @@
 // network that ran just before leaves them awake): whole targets when there are enough
 // of them, else the cells of maps of more than kCellsPerThread cells. Threads take a map's
 // lanes, not runs of its cells: cell n belongs to entropy lane n % kEntropyLanes, so each
-// thread adds its lanes' entropy terms in the contract's order as it goes, and later
-// visits the same cells (still in its cache) for the argmax, whose order is a strict total
-// order (ranks_before).
+// thread adds its lanes' entropy terms in the contract's order as it goes; the argmax,
+// whose order is a strict total order (ranks_before), takes lanes too.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -144,8 +143,9 @@ struct VectorMath {
   }
 };
 
-// A target's map of up to this many cells stays on one thread. A map split between
-// threads then has cells in every lane, so no thread's range of lanes is empty.
+// A target's map of up to this many cells (its heads' cells, in the heads' pass) stays on
+// one thread. A map whose argmax is split between threads then has cells in every lane, so
+// no thread's range of lanes is empty.
 constexpr int64_t kCellsPerThread = 2048;
 static_assert(kCellsPerThread >= kEntropyLanes);
 
@@ -174,68 +174,56 @@ struct LaneRange {
   int64_t room_offset(int64_t cells) const { return first_lane * lane_steps(cells); }
 };
 
-// The lane blocks each thread takes: enough that a thread gets kCellsPerThread cells (a
-// map of up to kCellsPerThread cells stays whole).
+// The lane blocks (of one head or of several) each thread takes: enough that a thread gets
+// kCellsPerThread cells.
 inline int64_t lane_blocks_per_thread(int64_t cells) {
   return std::max<int64_t>(1, kCellsPerThread * kLaneBlocks / std::max<int64_t>(cells, 1));
 }
 
-// body(LaneRange) over all lanes, split between threads.
-template <class Body>
-void parallel_over_lanes(int64_t cells, const Body& body) {
-  at::parallel_for(0, kLaneBlocks, lane_blocks_per_thread(cells),
-                   [&](int64_t begin, int64_t end) { body(LaneRange::of_blocks(begin, end)); });
-}
-
-// The range's cells of a target's heads: probabilities into p_vis (and p_nl when kNl),
-// entropy terms added to lanes_vis[l] (lanes_nl[l]) for lane first_lane + l, in step order.
-// The NL head shares the visual head's loops: two independent chains per cell keep more of
-// the vector units busy (~15% faster than one head per loop).
+// The range's cells of one head: probabilities into p, entropy terms added to lanes[l] for
+// lane first_lane + l, in step order.
 // Each run takes two loops, the probabilities (exp, division) into a buffer on the stack,
 // then their logs (a division again) and the stores: a cell's whole chain in one loop is
-// too long for enough cells to be in flight at once (one loop: 16% slower alone, 10% with
-// two threads). The probabilities go through the stack rather than p_vis because reading
-// p_vis back right after writing it makes the two threads' cores fight over its lines.
-template <bool kNl, typename T>
-SNLT_VECTOR_TARGETS void head_lanes(const T* cls_vis, const T* cls_nl, int64_t cells, LaneRange range, double* p_vis,
-                                    double* p_nl, double* lanes_vis, double* lanes_nl) {
-  double run_vis[kEntropyLanes], run_nl[kEntropyLanes];
+// too long for enough cells to be in flight at once (one loop: 16% slower). The
+// probabilities go through the stack rather than p because reading p back right after
+// writing it makes cores that share its lines (ranges of one head) fight over them.
+template <typename T>
+SNLT_VECTOR_TARGETS void head_lanes(const T* cls, int64_t cells, LaneRange range, double* p, double* lanes) {
+  double run[kEntropyLanes];
   for (int64_t begin = range.first_lane; begin < cells; begin += kEntropyLanes) {
     const int64_t count = range.run_end(begin, cells) - begin;
 #pragma omp simd
     for (int64_t l = 0; l < count; ++l) {
-      const int64_t n = begin + l;
-      run_vis[l] = foreground_probability<VectorMath>(cls_vis[n], cls_vis[cells + n]);
-      if constexpr (kNl) run_nl[l] = foreground_probability<VectorMath>(cls_nl[n], cls_nl[cells + n]);
+      run[l] = foreground_probability<VectorMath>(cls[begin + l], cls[cells + begin + l]);
     }
 #pragma omp simd
     for (int64_t l = 0; l < count; ++l) {
-      const int64_t n = begin + l;
-      p_vis[n] = run_vis[l];
-      lanes_vis[l] = lanes_vis[l] + entropy_term<VectorMath>(run_vis[l]);
-      if constexpr (kNl) {
-        p_nl[n] = run_nl[l];
-        lanes_nl[l] = lanes_nl[l] + entropy_term<VectorMath>(run_nl[l]);
-      }
+      p[begin + l] = run[l];
+      lanes[l] = lanes[l] + entropy_term<VectorMath>(run[l]);
     }
   }
 }
 
-// A target's head probabilities into p_vis[cells] (and p_nl[cells] when kNl), and their
-// entropies into entropy[0] (entropy[1]).
-template <bool kNl, typename T>
-void head_probabilities(const T* cls_vis, const T* cls_nl, int64_t cells, double* p_vis, double* p_nl,
-                        double* entropy) {
+// A target's head probabilities into p[head][cells] and their entropies into entropy[head],
+// for the `heads` heads whose logits are cls[head]. Threads take the heads' lane blocks in
+// order, so that two threads take one head each (~9% faster than both taking half of
+// each head's lanes: no lines of p shared between cores).
+template <typename T>
+void head_probabilities(const T* const* cls, int heads, int64_t cells, double* p, double* entropy) {
   double lanes[2][kEntropyLanes];
-  parallel_over_lanes(cells, [&](LaneRange range) {
-    // The partial sums live on this thread's stack while it adds to them.
-    double vis[kEntropyLanes] = {}, nl[kEntropyLanes] = {};
-    head_lanes<kNl>(cls_vis, cls_nl, cells, range, p_vis, p_nl, vis, nl);
-    std::copy_n(vis, range.lane_count, lanes[0] + range.first_lane);
-    std::copy_n(nl, range.lane_count, lanes[1] + range.first_lane);
+  at::parallel_for(0, heads * kLaneBlocks, lane_blocks_per_thread(cells), [&](int64_t begin, int64_t end) {
+    for (int head = 0; head < heads; ++head) {
+      const int64_t head_begin = std::max<int64_t>(begin, head * kLaneBlocks) - head * kLaneBlocks;
+      const int64_t head_end = std::min<int64_t>(end, (head + 1) * kLaneBlocks) - head * kLaneBlocks;
+      if (head_begin >= head_end) continue;
+      const LaneRange range = LaneRange::of_blocks(head_begin, head_end);
+      // The partial sums live on this thread's stack while it adds to them.
+      double partial[kEntropyLanes] = {};
+      head_lanes(cls[head], cells, range, p + head * cells, partial);
+      std::copy_n(partial, range.lane_count, lanes[head] + range.first_lane);
+    }
   });
-  entropy[0] = -lane_tree_sum(lanes[0]);
-  if constexpr (kNl) entropy[1] = -lane_tree_sum(lanes[1]);
+  for (int head = 0; head < heads; ++head) entropy[head] = -lane_tree_sum(lanes[head]);
 }
 
 // One target's head probabilities [heads][cells] and entropies [heads].
@@ -247,15 +235,10 @@ struct HeadProbabilities {
   template <typename T>
   void compute(const Heads<T>& heads, const Geometry& geometry, int64_t b) {
     cells = geometry.cells();
-    const T* cls_vis = heads.cls_vis + b * 2 * cells;
-    if (heads.cls_nl != nullptr) {
-      values.resize(2 * cells);
-      head_probabilities<true>(cls_vis, heads.cls_nl + b * 2 * cells, cells, values.data(), values.data() + cells,
-                               entropy);
-    } else {
-      values.resize(cells);
-      head_probabilities<false>(cls_vis, cls_vis, cells, values.data(), values.data(), entropy);
-    }
+    const int count = heads.cls_nl != nullptr ? 2 : 1;
+    const T* cls[2] = {heads.cls_vis + b * 2 * cells, count == 2 ? heads.cls_nl + b * 2 * cells : nullptr};
+    values.resize(count * cells);
+    head_probabilities(cls, count, cells, values.data(), entropy);
   }
 
   const double* of(int head) const { return values.data() + head * cells; }
@@ -374,7 +357,7 @@ struct Candidate {
 };
 
 // best_in(LaneRange, Candidate) -> the best Candidate of the range's cells, over all lanes
-// in parallel: the threads take the cells of the heads' pass (each range has cells).
+// in parallel (each range has cells).
 template <typename BestIn>
 int64_t best_over_lanes(int64_t cells, const BestIn& best_in) {
   return at::parallel_reduce(
