@@ -147,6 +147,9 @@ def check_aggregate(backend, device, case, alpha):
     assert_results_equal(actual, expected)
 
 
+# The Triton interpreter's numpy warns when a block's pscores are all NaN, as these inputs
+# can make them on purpose.
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
 @pytest.mark.parametrize("backend, device", FAST_CASES)
 @settings(max_examples=12)
 @given(case=case_settings, params=track_settings)
