@@ -74,6 +74,15 @@ struct VectorMath {
   static constexpr double kLog2e = 1.4426950408889634;
   static constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
 
+  // x clamped to [low, high]; NaN passes both tests unchanged. Both tests read the
+  // unclamped x: GCC merges a test of the first select's result into a mask sequence of
+  // seven instructions where these take four.
+  SNLT_HD static double clamp(double x, double low, double high) {
+    const bool below = x < low, above = x > high;
+    x = below ? low : x;
+    return above ? high : x;
+  }
+
   // exp(r) for x = n ln2 + r, n = round(x / ln2), |r| <= ln(2)/2 (and a hair). `shifted` is
   // x / ln2 + round_constant rounded to an integer (round_constant is 1.5 * 2^52 plus a
   // small integer), so its low bits hold n plus that integer.
@@ -85,12 +94,7 @@ struct VectorMath {
   }
 
   SNLT_HD static double exp(double x) {
-    // Past these bounds the result is inf or 0 anyway; NaN passes both tests unchanged.
-    // Both tests read the unclamped x: GCC merges a test of the first select's result into
-    // a mask sequence of seven instructions where these take four.
-    const bool low = x < -746.0, high = x > 710.0;
-    x = low ? -746.0 : x;
-    x = high ? 710.0 : x;
+    x = clamp(x, -746.0, 710.0);  // past these bounds the result is 0 or inf anyway
     double shifted;
     const double exp_r = exp_of_remainder(x, kRoundToInteger, shifted);
     const int64_t exponent = static_cast<int64_t>(bits_of(shifted) - bits_of(kRoundToInteger));
@@ -103,12 +107,10 @@ struct VectorMath {
   }
 
   // 1 + exp(x), exp rounded first as in the contract, for less work than exp: the sum is 1
-  // below x = -64 and inf above 710, so x is clamped to [-64, 710] (NaN passes both), and
+  // below x = -64 and inf above 710, so x is clamped to [-64, 710], and
   // 2^n is 2 * 2^(n - 1) with 2^(n - 1) a normal double built from the low bits of shifted.
   SNLT_HD static double one_plus_exp(double x) {
-    const bool low = x < -64.0, high = x > 710.0;  // both of x, as in exp
-    x = low ? -64.0 : x;
-    x = high ? 710.0 : x;
+    x = clamp(x, -64.0, 710.0);
     double shifted;
     const double exp_r = exp_of_remainder(x, kRoundToInteger + 1022.0, shifted);
     return 1.0 + exp_r * 2.0 * from_bits(bits_of(shifted) << 52);
