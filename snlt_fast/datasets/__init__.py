@@ -7,8 +7,14 @@ FileNotFoundError / AnnotationError naming the file and the line.
 
 from snlt_fast.datasets._text import AnnotationError, read_names
 from snlt_fast.datasets.base import Dataset, NumberedFrames, Video
+from snlt_fast.datasets.coco import COCO
+from snlt_fast.datasets.got10k import GOT10k
 from snlt_fast.datasets.lasot import LaSOT
+from snlt_fast.datasets.lazy import LazyDataset, Stills
 from snlt_fast.datasets.otb import OTB, OTB99Lang
+from snlt_fast.datasets.refcoco import RefCOCO
+from snlt_fast.datasets.training import TRAINING_DATASET_NAMES, TRAINING_DATASETS, open_training_dataset
+from snlt_fast.datasets.visual_genome import VisualGenome
 
 DATASET_NAMES = ("otb", "otb99lang", "lasot")
 
@@ -35,4 +41,23 @@ def open_dataset(name, root, split=None, names_file=None):
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
 
 
-__all__ = ["AnnotationError", "DATASET_NAMES", "Dataset", "LaSOT", "NumberedFrames", "OTB", "OTB99Lang", "Video", "open_dataset"]
+__all__ = [
+    "AnnotationError",
+    "COCO",
+    "DATASET_NAMES",
+    "Dataset",
+    "GOT10k",
+    "LaSOT",
+    "LazyDataset",
+    "NumberedFrames",
+    "OTB",
+    "OTB99Lang",
+    "RefCOCO",
+    "Stills",
+    "TRAINING_DATASETS",
+    "TRAINING_DATASET_NAMES",
+    "Video",
+    "VisualGenome",
+    "open_dataset",
+    "open_training_dataset",
+]
