@@ -90,6 +90,7 @@ setup(
     # kernels/ sits at the top of the source tree and installs as snlt_fast.kernels
     # (snlt_fast/kernels is a symlink to it, so the source tree imports the same way).
     packages=find_packages(include=["snlt_fast", "snlt_fast.*"]),
+    package_data={"snlt_fast.training": ["configs/*.yaml"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": _build_ext()},
     entry_points={"console_scripts": ["snlt=snlt_fast.cli:main"]},

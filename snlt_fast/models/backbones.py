@@ -117,13 +117,18 @@ class ResNet50Atrous(nn.Module):
 
 
 class AlexNetLegacy(nn.Module):
-    """SiamRPN's AlexNet (pysot "alexnetlegacy"): 6x6 features for a 127 template, 26x26 for a 287 search."""
+    """SiamRPN's AlexNet (pysot "alexnetlegacy"): 6x6 features for a 127 template, 26x26 for a 287 search.
 
-    out_channels = (256,)
+    `width` scales every layer's channels (1.0 is pysot's network, whose weights load
+    unchanged; a fraction gives a small network for fast training on a CPU).
+    """
 
-    def __init__(self):
+    def __init__(self, width=1.0):
         super().__init__()
-        channels = (3, 96, 256, 384, 384, 256)
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 1:
+            raise ValueError(f"width must be a number in (0, 1], got {width!r}")
+        channels = (3, *(max(1, round(c * width)) for c in (96, 256, 384, 384, 256)))
+        self.out_channels = (channels[-1],)
         self.features = nn.Sequential(
             nn.Conv2d(channels[0], channels[1], kernel_size=11, stride=2),
             nn.BatchNorm2d(channels[1]),

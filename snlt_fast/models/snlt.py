@@ -48,6 +48,9 @@ class SNLT(nn.Module):
                  learned projection.
     anchor_num   anchors per position (15 for SNLT, 5 for pysot's models).
     instance_size  the search crop side the tracker uses (255 for ResNet-50, 287 for AlexNet).
+    width        AlexNet only: the backbone's channel multiplier (1.0 is pysot's network).
+    hidden       the channels of the RPN heads, the neck's outputs and the language kernels
+                 (256 as pysot and SNLT).
     backend      the correlation backend (see snlt_fast.nn); reference=True is backend="reference".
 
     Attributes a tracker needs: arch, anchor_num, exemplar_size, instance_size,
@@ -65,6 +68,8 @@ class SNLT(nn.Module):
         anchor_num=15,
         instance_size=None,
         projection=None,
+        width=1.0,
+        hidden=HEAD_CHANNELS,
         backend=None,
         reference=False,
     ):
@@ -73,22 +78,27 @@ class SNLT(nn.Module):
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {backbone!r}")
         if not isinstance(anchor_num, int) or anchor_num < 1:
             raise ValueError(f"anchor_num must be a positive int, got {anchor_num!r}")
+        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
+            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+        if backbone != "alexnet" and width != 1.0:
+            raise ValueError(f"width scales the alexnet backbone only; got width={width!r} for {backbone}")
         if reference and backend not in (None, "reference"):
             raise ValueError(f"reference=True runs the reference ops; it contradicts backend={backend!r}")
         has_language = language is not None and language is not False
         self.backbone_name = backbone
         self.anchor_num = anchor_num
+        self.width, self.hidden = width, hidden
         if backbone == "resnet50":
             self.backbone = ResNet50Atrous()
-            self.neck = AdjustAllLayer(ResNet50Atrous.out_channels, (HEAD_CHANNELS,) * 3)
-            self.rpn_head = MultiSNLRPN(anchor_num, (HEAD_CHANNELS,) * 3, weighted=True, language=has_language)
+            self.neck = AdjustAllLayer(ResNet50Atrous.out_channels, (hidden,) * 3)
+            self.rpn_head = MultiSNLRPN(anchor_num, (hidden,) * 3, weighted=True, language=has_language)
         else:
-            self.backbone = AlexNetLegacy()
+            self.backbone = AlexNetLegacy(width)
             self.neck = None
             template_kernel = self._kernel_size(self.exemplar_size)
-            self.rpn_head = SNLRPN(anchor_num, HEAD_CHANNELS, HEAD_CHANNELS, has_language, template_kernel)
+            self.rpn_head = SNLRPN(anchor_num, self.backbone.out_channels[0], hidden, has_language, template_kernel)
         levels = len(self.rpn_head.levels())
-        self.language = LanguageKernels(language, levels, HEAD_CHANNELS, projection) if has_language else None
+        self.language = LanguageKernels(language, levels, hidden, projection) if has_language else None
         self.instance_size = instance_size or DEFAULT_INSTANCE_SIZE[backbone]
         if self.score_size_for(self.instance_size) < 1:
             raise ValueError(f"instance_size {self.instance_size} is too small for a {self.exemplar_size} template")
@@ -145,6 +155,8 @@ class SNLT(nn.Module):
             "projection": language["projection"],
             "anchor_num": self.anchor_num,
             "instance_size": self.instance_size,
+            "width": self.width,
+            "hidden": self.hidden,
         }
 
     # ------------------------------------------------------------------ running

@@ -1,0 +1,279 @@
+"""The training loop of `snlt train`: data, anchor targets, forward, loss, backward, step.
+
+One step on each rank: a batch of pairs (snlt_fast.training.data), their anchor targets
+in one fused call (snlt_fast.anchor_targets, random choices keyed per sample), the
+forward through DDP when there are several ranks, the loss of Eq. 5
+(snlt_fast.training.losses), backward, gradient clipping, the optimiser step. A step
+whose loss is not finite or exceeds `loss.skip_above` on any rank is skipped on every
+rank: backward still runs everywhere (DDP's all-reduce is inside it), the ranks agree
+on the skip with one all-reduce of the flag, and the gradients are dropped.
+"""
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snlt_fast.models import build_model, load_checkpoint, save_checkpoint
+from snlt_fast.models.checkpoints import ENCODER_PREFIX
+from snlt_fast.ops.anchors import generate_anchors
+from snlt_fast.training import config as config_module
+from snlt_fast.training import distributed, optim, state
+from snlt_fast.training.data import PairDataset, RunBatches, loader, open_source
+from snlt_fast.training.losses import LOSS_NAMES, Normalizer, snlt_losses
+
+# A sentence for samples that have none: the language head runs on every sample so that
+# every step has the same graph on every rank; the loss ignores these samples.
+PLACEHOLDER_SENTENCE = "an object"
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or continue; the message says why in one line."""
+
+
+def build_training_model(config):
+    """The model a config describes, with `model.init_from` weights loaded where they fit."""
+    model_config = config["model"]
+    overrides = {
+        "anchor_num": len(model_config["anchor_ratios"]) * len(model_config["anchor_scales"]),
+        "instance_size": config["data"]["search_size"],
+        "hidden": model_config["hidden"],
+    }
+    if model_config["width"] != 1.0:
+        overrides["width"] = model_config["width"]
+    arch = model_config["arch"]
+    language = model_config["language"]
+    try:
+        model = build_model(arch, **overrides, **({"language": language} if arch.startswith("snlt") else {}))
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"model: {' '.join(str(error).split())}") from None
+    if model_config["init_from"]:
+        _initialise_from(model, model_config["init_from"])
+    return model
+
+
+def _initialise_from(model, path):
+    """Copy every weight of a pysot, published SNLT or snlt_fast checkpoint that this model has.
+
+    Keys the checkpoint lacks (a language branch on top of a pysot model, say) keep their
+    fresh values; a key of the checkpoint that this model lacks, or has in another shape,
+    is an error, so that a mismatch of anchors or widths never goes unnoticed."""
+    if not Path(path).is_file():
+        raise TrainingError(f"model.init_from {path} does not exist or is not a file")
+    try:
+        source = load_checkpoint(path, language=False)
+    except ValueError as error:
+        raise TrainingError(f"model.init_from {path}: {' '.join(str(error).split())}") from None
+    target = model.state_dict()
+    loaded = {k: v for k, v in source.state_dict().items() if not k.startswith(ENCODER_PREFIX)}
+    unknown = [k for k in loaded if k not in target]
+    shaped = [k for k in loaded if k in target and target[k].shape != loaded[k].shape]
+    if unknown or shaped:
+        shown = ", ".join((unknown + shaped)[:8])
+        raise TrainingError(
+            f"model.init_from {path}: {len(unknown)} keys this model lacks and {len(shaped)} of another shape "
+            f"({shown}); check model.arch, anchor_ratios/anchor_scales and hidden"
+        )
+    model.load_state_dict(loaded, strict=False)
+
+
+def _autocast(precision, device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _check_precision(precision, device):
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError("precision fp16 needs a GPU (--device cuda); on a CPU use bf16")
+
+
+class Trainer:
+    """One run of `snlt train` in `run_dir`."""
+
+    def __init__(self, config, run_dir, *, resume=False, max_steps=None, progress=True):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.device = torch.device(config["device"])
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError("device cuda: no CUDA GPU is available here")
+        _check_precision(config["precision"], self.device)
+        self.context = distributed.init(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.context.local_rank)
+        train = config["train"]
+        self.total_steps = train["epochs"] * train["steps_per_epoch"]
+        self.end_step = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
+        self.progress = progress and self.context.is_main
+        torch.manual_seed(config["seed"])
+        if train["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.model = build_training_model(config).to(self.device)
+        if self.context.distributed and config["model"]["sync_batchnorm"]:
+            distributed.convert_batchnorm(self.model)
+        self.optimizer = optim.build_optimizer(self.model, config)
+        self.scaler = torch.amp.GradScaler("cuda") if config["precision"] == "fp16" else None
+        self.start_step = 0
+        if resume:
+            self._resume()
+        anchors = generate_anchors(8, config["model"]["anchor_ratios"], config["model"]["anchor_scales"], self.model.score_size_for(config["data"]["search_size"]))
+        self.anchors = anchors.to(self.device)
+        sources = [open_source(entry) for entry in config["data"]["datasets"]]
+        self.dataset = PairDataset(sources, config["data"], config["seed"])
+        self.normalizer = Normalizer(distributed.all_reduce_sum if self.context.distributed else None, self.context.world_size)
+
+    # ------------------------------------------------------------------ resume
+
+    def _resume(self):
+        path = state.newest_checkpoint(self.run_dir)
+        if path is None:
+            raise TrainingError(f"--resume: no checkpoint in {state.checkpoint_dir(self.run_dir)}")
+        payload = state.load_training_checkpoint(path)
+        saved = {k: v for k, v in payload["config"].items()}
+        for key in ("model", "data", "targets", "loss", "optimizer", "schedule", "seed"):
+            if saved[key] != self.config[key]:
+                raise TrainingError(
+                    f"--resume: the config's {key} differs from the one {path.name} was trained with "
+                    f"(see {self.run_dir / 'config.yaml'}); resume with that config"
+                )
+        missing, unexpected = self.model.load_state_dict(payload["model"], strict=False)
+        missing = [k for k in missing if not k.startswith(ENCODER_PREFIX)]
+        if missing or unexpected:
+            raise TrainingError(f"--resume: {path.name} does not fit the model ({(missing + unexpected)[:5]})")
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload["scaler"] is not None:
+            self.scaler.load_state_dict(payload["scaler"])
+        state.restore_rng_states(payload["rng"])
+        self.start_step = payload["step"]
+
+    def _model_state(self):
+        model_state = self.model.state_dict()
+        return {k: v.detach().cpu() for k, v in model_state.items() if not k.startswith(ENCODER_PREFIX)}
+
+    # ------------------------------------------------------------------ one step
+
+    def _targets(self, batch):
+        from snlt_fast import anchor_targets
+
+        targets_config = self.config["targets"]
+        # The random choices of sample i depend on (seed, i) alone: same on every rank split.
+        keys = torch.stack([
+            torch.from_numpy(np.random.default_rng([self.config["seed"], index, 1]).random(self.anchors.shape[1:]))
+            for index in batch["index"]
+        ]).to(self.device)
+        return anchor_targets(
+            self.anchors, batch["box"].to(self.device, torch.float64),
+            positive_iou=targets_config["positive_iou"], negative_iou=targets_config["negative_iou"],
+            positive_num=targets_config["positive_num"], total_num=targets_config["total_num"],
+            negative=batch["negative"].to(self.device), keys=keys,
+        )
+
+    def _step(self, network, batch):
+        template = batch["template"].to(self.device, non_blocking=True)
+        search = batch["search"].to(self.device, non_blocking=True)
+        targets = self._targets(batch)
+        has_sentence = torch.tensor([s is not None for s in batch["sentence"]], device=self.device)
+        text = [s if s is not None else PLACEHOLDER_SENTENCE for s in batch["sentence"]] if self.model.has_language else None
+        with _autocast(self.config["precision"], self.device):
+            outputs = network(template, search, text)
+        loss_config = self.config["loss"]
+        total, terms = snlt_losses(outputs, targets, has_sentence, self.normalizer, loss_config["cls_weight"], loss_config["loc_weight"])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        values = torch.stack([total.detach(), *(terms[name].detach() for name in LOSS_NAMES)]).double()
+        bad = (~torch.isfinite(values[0]) | (values[0] > loss_config["skip_above"])).double()
+        reduced = distributed.all_reduce_sum(torch.cat([values, bad[None]]).cpu())
+        values = reduced[:-1] / self.context.world_size
+        skipped = bool(reduced[-1] > 0)
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+        else:
+            clip = self.config["optimizer"]["clip_grad_norm"]
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        return values, skipped
+
+    # ------------------------------------------------------------------ the run
+
+    def _network_for(self, epoch):
+        trainable = frozenset(optim.set_trainable(self.model, epoch, self.config["model"]))
+        if trainable != getattr(self, "_trainable", None):
+            # DDP hooks the parameters that train when it is built: rebuild it when that set changes.
+            self._trainable = trainable
+            self._network = distributed.wrap(self.model, self.context, self.device)
+        return self._network
+
+    def run(self):
+        """Train from the start (or the resumed step) to the end step; returns the final model path or None."""
+        config, context = self.config, self.context
+        train = config["train"]
+        if context.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            state.write_text_atomic(self.run_dir / "config.yaml", config_module.dump(config))
+            metrics = state.MetricsLog(self.run_dir / "metrics.csv", keep_through_step=self.start_step)
+            writer = _summary_writer(self.run_dir, self.start_step)
+        batches = RunBatches(train["batch_size"], self.start_step, self.end_step, context.rank, context.world_size)
+        bar = _progress(self.start_step, self.end_step, self.total_steps) if self.progress else None
+        step = self.start_step
+        samples = train["batch_size"] * context.world_size
+        try:
+            started = time.perf_counter()
+            for batch in loader(self.dataset, batches, config["data"]["workers"]):
+                epoch = step // train["steps_per_epoch"]
+                lr = optim.epoch_lr(epoch, config["schedule"], train["epochs"])
+                optim.set_lr(self.optimizer, lr)
+                values, skipped = self._step(self._network_for(epoch), batch)
+                step += 1
+                now = time.perf_counter()
+                speed = samples / max(now - started, 1e-9)
+                started = now
+                row = {"step": step, "epoch": epoch, "lr": f"{lr:.8g}", "samples_per_s": f"{speed:.4g}", "skipped": int(skipped)}
+                row.update({name: f"{float(v):.8g}" for name, v in zip(("loss", *LOSS_NAMES), values)})
+                if context.is_main:
+                    if step % train["log_every"] == 0 or step == self.end_step:
+                        metrics.write(row)
+                        for name in ("loss", *LOSS_NAMES):
+                            writer.add_scalar(f"loss/{name}", float(row[name]), step)
+                        writer.add_scalar("lr", lr, step)
+                        writer.add_scalar("samples_per_s", speed, step)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=row["loss"], lr=row["lr"], samples_per_s=row["samples_per_s"], refresh=False)
+                    epoch_end = step % train["steps_per_epoch"] == 0
+                    if step % train["checkpoint_every"] == 0 or epoch_end or step == self.end_step:
+                        state.save_training_checkpoint(self.run_dir, step, epoch, self._model_state(), self.optimizer, self.scaler, config)
+            if context.is_main and step == self.total_steps:
+                return save_checkpoint(self.model, self.run_dir / "final.pth")
+            return None
+        finally:
+            if bar is not None:
+                bar.close()
+            if context.is_main:
+                metrics.close()
+                writer.close()
+
+
+def _summary_writer(run_dir, start_step):
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops the events past the resumed step, so TensorBoard shows one curve.
+    return SummaryWriter(str(run_dir), purge_step=start_step if start_step else None)
+
+
+def _progress(start, end, total):
+    from tqdm import tqdm
+
+    return tqdm(total=end, initial=start, desc="snlt train", unit="step", dynamic_ncols=True)
