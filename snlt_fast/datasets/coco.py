@@ -76,7 +76,8 @@ class COCO(Stills):
 
     def __init__(self, root, split="train2017", annotation_file=None, images_root=None):
         root = Path(root)
-        annotation_file = Path(annotation_file) if annotation_file is not None else root / "annotations" / f"instances_{split}.json"
+        if annotation_file is None:
+            annotation_file = root / "annotations" / f"instances_{split}.json"
         images_root = Path(images_root) if images_root is not None else root / split
         if not images_root.is_dir():
             raise FileNotFoundError(f"COCO image folder not found: {images_root}")

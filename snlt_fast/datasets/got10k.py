@@ -32,7 +32,9 @@ class GOT10k(LazyDataset):
         root = Path(root)
         candidates = [folder for folder in (root / "train", root) if (folder / "list.txt").is_file()]
         if not candidates:
-            raise FileNotFoundError(f"GOT-10k sequence list not found: {root / 'train' / 'list.txt'} (nor {root / 'list.txt'})")
+            raise FileNotFoundError(
+                f"GOT-10k sequence list not found: {root / 'train' / 'list.txt'} (nor {root / 'list.txt'})"
+            )
         self.folder = candidates[0]
         listed = read_names(self.folder / "list.txt", "GOT-10k sequence list")
         if subset is None:
@@ -41,7 +43,9 @@ class GOT10k(LazyDataset):
             self.names = list(subset) if isinstance(subset, (list, tuple)) else read_names(subset, "GOT-10k name list")
             unknown = sorted(set(self.names) - set(listed))
             if unknown:
-                raise KeyError(f"GOT-10k subset names {unknown[0]!r} that {self.folder / 'list.txt'} lacks ({len(unknown)} such names)")
+                raise KeyError(
+                    f"GOT-10k subset names {unknown[0]!r}, which {self.folder / 'list.txt'} lacks ({len(unknown)} such names)"
+                )
         super().__init__("GOT-10k-train", len(self.names))
 
     def _video(self, index):

@@ -99,12 +99,15 @@ def read_json(path, what):
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise AnnotationError(f"{path}: {what} is not UTF-8 text (byte {error.start}): binary or wrongly encoded") from None
+        raise AnnotationError(
+            f"{path}: {what} is not UTF-8 text (byte {error.start}): binary or wrongly encoded"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        # An error at the very end of the text is what a file cut short looks like.
-        hint = "; truncated?" if error.pos >= len(text.rstrip()) else ""
+        # A json list or object cut short fails at its end or leaves it unclosed.
+        end = text.rstrip()
+        hint = "; truncated?" if error.pos >= len(end) or end[-1] not in "]}" else ""
         raise AnnotationError(f"{path}:{error.lineno}: {what} is not valid json ({error.msg}{hint})") from None
 
 

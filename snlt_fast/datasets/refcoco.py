@@ -76,9 +76,13 @@ class RefCOCO(Stills):
         root = Path(root)
         folder = root / dataset
         if not folder.is_dir():
-            raise FileNotFoundError(f"{dataset} folder not found: {folder} (root must be the refer toolkit's data folder)")
+            raise FileNotFoundError(
+                f"{dataset} folder not found: {folder} (root must be the refer toolkit's data folder)"
+            )
         split_by = split_by or DEFAULT_SPLIT_BY.get(dataset, "unc")
-        images_root = Path(images_root) if images_root is not None else root / "images" / "mscoco" / "images" / "train2014"
+        if images_root is None:
+            images_root = root / "images" / "mscoco" / "images" / "train2014"
+        images_root = Path(images_root)
         if not images_root.is_dir():
             raise FileNotFoundError(f"{dataset} image folder (COCO train2014) not found: {images_root}")
         refs_path = folder / f"refs({split_by}).p"
@@ -116,7 +120,9 @@ def _expressions(refs, split, refs_path, instances):
         if ref_split != split:
             continue
         if ann_id not in row_of:
-            raise AnnotationError(f"{refs_path}: refs[{position}] (ref {ref_id}) has ann_id {ann_id}, which {instances.path} lacks")
+            raise AnnotationError(
+                f"{refs_path}: refs[{position}] (ref {ref_id}) has ann_id {ann_id}, which {instances.path} lacks"
+            )
         if not usable[row_of[ann_id]]:
             continue
         for k, text in enumerate(texts):
@@ -124,5 +130,6 @@ def _expressions(refs, split, refs_path, instances):
             ids.append(f"{ref_id}-{k}")
             sentences.append(text)
     if split not in splits:
-        raise ValueError(f"{refs_path}: no refs in split {split!r}; its splits are {', '.join(sorted(map(str, splits)))}")
+        found = ", ".join(sorted(map(str, splits)))
+        raise ValueError(f"{refs_path}: no refs in split {split!r}; its splits are {found}")
     return np.array(rows, dtype=np.int64), np.array(ids, dtype=str), sentences

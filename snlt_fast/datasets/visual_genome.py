@@ -34,7 +34,8 @@ class VisualGenome(Stills):
         root = Path(root)
         regions_file = Path(regions_file) if regions_file is not None else root / "region_descriptions.json"
         if not any((root / folder).is_dir() for folder in IMAGE_FOLDERS):
-            raise FileNotFoundError(f"Visual Genome image folders not found: {root / IMAGE_FOLDERS[0]}, {root / IMAGE_FOLDERS[1]}")
+            folders = ", ".join(str(root / folder) for folder in IMAGE_FOLDERS)
+            raise FileNotFoundError(f"Visual Genome image folders not found: {folders}")
         entries = read_json(regions_file, "Visual Genome region descriptions")
         if not isinstance(entries, list):
             raise AnnotationError(f"{regions_file}: expected a json list of images with their regions")
