@@ -1,4 +1,4 @@
-"""The `snlt` command: `snlt track ...` and `snlt eval ...`.
+"""The `snlt` command: `snlt track ...`, `snlt eval ...`, `snlt train ...`.
 
 Each subcommand module provides `add_parser(subparsers)`, which registers its
 parser and sets `run=<function(args) -> exit code>` as a default. A subcommand
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli")
+SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli")
 
 
 class CommandError(Exception):
