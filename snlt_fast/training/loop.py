@@ -158,16 +158,16 @@ class Trainer:
         from snlt_fast import anchor_targets
 
         targets_config = self.config["targets"]
-        # The random choices of sample i depend on (seed, i) alone: same on every rank split.
-        keys = torch.stack([
-            torch.from_numpy(np.random.default_rng([self.config["seed"], index, 1]).random(self.anchors.shape[1:]))
-            for index in batch["index"]
-        ]).to(self.device)
+        # The random choices of sample i depend on (seed, i) alone: the same on every rank split.
+        seeds = torch.tensor(
+            np.array([np.random.default_rng([self.config["seed"], index, 1]).integers(0, 2**32, 2) for index in batch["index"]]),
+            dtype=torch.int64, device=self.device,
+        )
         return anchor_targets(
             self.anchors, batch["box"].to(self.device, torch.float64),
             positive_iou=targets_config["positive_iou"], negative_iou=targets_config["negative_iou"],
             positive_num=targets_config["positive_num"], total_num=targets_config["total_num"],
-            negative=batch["negative"].to(self.device), keys=keys,
+            negative=batch["negative"].to(self.device), seeds=seeds,
         )
 
     def _step(self, network, batch):

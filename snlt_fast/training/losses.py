@@ -43,14 +43,19 @@ def head_layout(cls, loc, anchor_num):
 
 def head_losses(cls, loc, targets, sample_mask, normalizer):
     """(cls loss, loc loss) of one head over the samples where `sample_mask` [B] is True."""
-    labels = torch.where(sample_mask[:, None, None, None], targets.labels, -1)
+    counted = sample_mask[:, None, None, None]
+    labels = torch.where(counted, targets.labels, -1)
+    # Outputs of samples that do not count are replaced before any arithmetic, so that
+    # whatever they hold (an inf, a NaN) reaches neither the loss nor the gradient.
+    cls, loc = torch.where(counted, cls, 0), torch.where(counted, loc, 0)
     log_probs, deltas = head_layout(cls, loc, labels.shape[1])
     positive, negative = labels == 1, labels == 0
     # where, not a product with the mask: an ignored anchor's -inf must not make 0 * inf.
     positive_nll = -torch.where(positive, log_probs[:, 1], 0).sum()
     negative_nll = -torch.where(negative, log_probs[:, 0], 0).sum()
-    weights = targets.delta_weights.float() * sample_mask[:, None, None, None]
-    l1 = ((deltas - targets.deltas.float()).abs().sum(dim=1) * weights).sum()
+    weights = torch.where(counted, targets.delta_weights.float(), 0)
+    errors = torch.where(counted, (deltas - targets.deltas.float()).abs().sum(dim=1), 0)
+    l1 = (errors * weights).sum()
     counts = normalizer.global_counts([positive.sum(), negative.sum(), sample_mask.sum()])
     scale = normalizer.world_size
     cls_loss = scale * (0.5 * positive_nll / counts[0] + 0.5 * negative_nll / counts[1])

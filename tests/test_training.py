@@ -1,0 +1,270 @@
+"""Training: configs, schedules, parts, sampler, crops, losses and the loop end to end."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from snlt_fast.datasets import Dataset, Video
+from snlt_fast.training import config as config_module
+from snlt_fast.training.augmentation import Augmentation, augmented_crop, box_center_size, context_side
+from snlt_fast.training.config import ConfigError, load_config
+from snlt_fast.training.losses import Normalizer, head_losses, snlt_losses
+from snlt_fast.training.optim import epoch_lr, part_of, trains
+from snlt_fast.training.sampler import PairSampler, sample_rng
+from snlt_fast.ops.anchor_targets import AnchorTargets
+
+from training_helpers import tiny_config
+
+# pysot's per-epoch learning rates of siamrpn_r50_l234_dwxcorr_8gpu (warm-up, then log decay).
+PYSOT_R50_LRS = (
+    0.001, 0.00138, 0.001904, 0.002627, 0.003624, 0.005, 0.004242, 0.003598, 0.003053, 0.00259,
+    0.002197, 0.001864, 0.001581, 0.001341, 0.001138, 0.000965, 0.000819, 0.000695, 0.000589, 0.0005,
+)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_bundled_configs_load_with_their_recipes():
+    assert {"snlt-paper", "pysot-r50", "synthetic-tiny"} <= set(config_module.bundled_names())
+    paper = load_config("snlt-paper")
+    assert paper["optimizer"]["name"] == "adagrad" and paper["train"]["epochs"] == 10
+    assert [epoch_lr(e, paper["schedule"], 10) for e in range(10)] == [1e-3] * 5 + [5e-4] * 5
+    pysot = load_config("pysot-r50")
+    assert pysot["optimizer"]["clip_grad_norm"] == 10.0 and pysot["model"]["backbone_from_epoch"] == 10
+    lrs = [epoch_lr(e, pysot["schedule"], pysot["train"]["epochs"]) for e in range(20)]
+    assert lrs == pytest.approx(PYSOT_R50_LRS, rel=2e-3)
+    tiny = load_config("synthetic-tiny")
+    assert tiny["train"]["epochs"] * tiny["train"]["steps_per_epoch"] == 200
+    assert tiny["data"]["datasets"][0]["name"] == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.batchsize=3"], "unknown config key train.batchsize"),
+        (["train.batch_size=three"], "train.batch_size must be int"),
+        (["optimizer.name=rmsprop"], "optimizer.name must be one of"),
+        (["model.frozen=[wheels]"], "model.frozen holds 'wheels'"),
+        (["data.datasets.3.root=x"], "data.datasets.3 is not an entry"),
+        (["train"], "expected key=value"),
+        (["data.negative_prob=1.5"], "data.negative_prob must be a probability"),
+        (["data.datasets=[{name: lasot, colour: red}]"], "unknown config key data.datasets.0.colour"),
+    ],
+)
+def test_bad_configs_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("synthetic-tiny", overrides)
+
+
+def test_overrides_reach_nested_keys_and_list_entries(tmp_path):
+    config = load_config("pysot-r50", ["data.datasets.1.root=/data/got", "train.batch_size=16", "schedule.lr=1"])
+    assert config["data"]["datasets"][1]["root"] == "/data/got"
+    assert config["train"]["batch_size"] == 16 and config["schedule"]["lr"] == 1.0
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(path)
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="cannot be read as UTF-8"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="neither a YAML file nor a bundled config"):
+        load_config("no-such-config")
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def test_parts_train_as_pysot_unfreezes_them():
+    model = load_config("pysot-r50")["model"]
+    assert part_of("rpn_head.rpn3.nl_cls_head.0.weight") == "language_head"
+    assert part_of("rpn_head.nl_loc_weight") == "language_head"
+    assert part_of("rpn_head.rpn3.cls.conv_kernel.0.weight") == "visual_head"
+    assert part_of("language.projection.weight") == "language_projection"
+    assert part_of("language.encoder.model.embeddings.word_embeddings.weight") is None
+    assert not trains("backbone.layer2.0.conv1.weight", 9, model)
+    assert trains("backbone.layer2.0.conv1.weight", 10, model)
+    assert not trains("backbone.layer1.0.conv1.weight", 10, model)
+    assert not trains("backbone.conv1.weight", 19, model)
+    assert trains("neck.downsample2.downsample.0.weight", 0, model)
+    language_only = {**model, "frozen": ["backbone", "neck", "visual_head"]}
+    assert not trains("rpn_head.rpn2.cls.head.3.weight", 0, language_only)
+    assert trains("rpn_head.rpn2.nl_cls_head.3.weight", 0, language_only)
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+def _still_videos(count, frames=20, absent_every=0):
+    videos = []
+    for number in range(count):
+        boxes = np.tile([10.0, 10.0, 20.0, 20.0], (frames, 1))
+        absent = np.zeros(frames, dtype=bool)
+        if absent_every:
+            absent[::absent_every] = True
+        videos.append(Video(f"v{number}", boxes, [f"frame{i}" for i in range(frames)], absent))
+    return Dataset("toy", videos)
+
+
+def test_pairs_are_a_function_of_seed_and_index():
+    sources = [_still_videos(5, absent_every=3), _still_videos(3)]
+    sampler = PairSampler(sources, [3.0, 1.0], [4, 2], 0.3, seed=11)
+    pairs = [sampler.pair(sample_rng(11, index)) for index in range(400)]
+    assert pairs == [sampler.pair(sample_rng(11, index)) for index in range(400)]
+    assert pairs != [sampler.pair(sample_rng(12, index)) for index in range(400)]
+    for pair in pairs:
+        for ref in (pair.template, pair.search):
+            assert not sources[ref.source][ref.video].absent[ref.frame]
+        if pair.negative:
+            assert (pair.search.source, pair.search.video) != (pair.template.source, pair.template.video)
+        else:
+            assert pair.search.source == pair.template.source and pair.search.video == pair.template.video
+            visible = np.flatnonzero(~sources[pair.template.source][pair.template.video].absent)
+            positions = np.searchsorted(visible, [pair.template.frame, pair.search.frame])
+            assert abs(positions[0] - positions[1]) <= [4, 2][pair.template.source]
+    negatives = sum(pair.negative for pair in pairs)
+    assert 80 <= negatives <= 160
+    first_source = sum(pair.template.source == 0 for pair in pairs)
+    assert 250 <= first_source <= 350  # weights 3:1
+
+
+def test_sampler_refuses_what_cannot_make_pairs():
+    with pytest.raises(ValueError, match="negative pairs need at least two videos"):
+        PairSampler([_still_videos(1)], [1.0], [1], 0.2, seed=0)
+    with pytest.raises(ValueError, match="holds no videos"):
+        PairSampler([Dataset("empty", [])], [1.0], [1], 0.0, seed=0)
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def _frame_with_box(box, size=(200, 160)):
+    frame = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    x, y, w, h = box
+    frame[y - 1 : y - 1 + h, x - 1 : x - 1 + w] = 255
+    return frame
+
+
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_crop_box_covers_the_target_pixels(flip):
+    box = (61, 51, 40, 30)
+    frame = _frame_with_box(box)
+    augmentation = Augmentation(shift=20.0, scale=0.1, flip=flip)
+    for index in range(5):
+        crop, target = augmented_crop(
+            frame, box, out_size=255, exemplar_size=127, context=0.5, augmentation=augmentation, gray=False,
+            rng=sample_rng(0, index),
+        )
+        assert crop.shape == (255, 255, 3) and crop.dtype == np.float32
+        ys, xs = np.nonzero(crop[:, :, 0] > 127)
+        centre = 127
+        cx, cy, w, h = target
+        # The bright pixels span the target box to within a pixel of interpolation.
+        assert xs.min() - centre == pytest.approx(cx - w / 2, abs=1.0)
+        assert xs.max() - centre == pytest.approx(cx + w / 2 - 1, abs=1.5)
+        assert ys.min() - centre == pytest.approx(cy - h / 2, abs=1.0)
+        assert ys.max() - centre == pytest.approx(cy + h / 2 - 1, abs=1.5)
+
+
+def test_unaugmented_crop_centres_the_target_at_the_template_scale():
+    box = (61, 51, 40, 30)
+    crop, target = augmented_crop(
+        _frame_with_box(box), box, out_size=127, exemplar_size=127, context=0.5, augmentation=Augmentation(),
+        gray=True, rng=sample_rng(0, 0),
+    )
+    scale = 126 / context_side(40, 30, 0.5)
+    assert target == pytest.approx([0, 0, 40 * scale, 30 * scale])
+    assert box_center_size(box) == (79.5, 64.5, 40, 30)  # 0-based pixel centres
+    assert np.array_equal(crop[:, :, 0], crop[:, :, 2])  # grey
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _random_targets(generator, batch, anchors, size):
+    labels = torch.randint(-1, 2, (batch, anchors, size, size), generator=generator)
+    positives = (labels == 1).sum(dim=(1, 2, 3)).clamp(min=1)
+    weights = (labels == 1).float() / positives[:, None, None, None]
+    deltas = torch.randn(batch, 4, anchors, size, size, generator=generator)
+    return AnchorTargets(labels, deltas, weights, torch.zeros(batch, anchors, size, size))
+
+
+def _direct_head_losses(cls, loc, targets, mask):
+    """pysot's select_cross_entropy_loss and weight_l1_loss written out per anchor."""
+    batch, anchors, size = targets.labels.shape[0], targets.labels.shape[1], targets.labels.shape[2]
+    positive, negative = [], []
+    l1 = 0.0
+    for b in range(batch):
+        if not mask[b]:
+            continue
+        for a in range(anchors):
+            for y in range(size):
+                for x in range(size):
+                    logits = torch.stack([cls[b, a, y, x], cls[b, anchors + a, y, x]]).double()
+                    log_probs = logits - torch.logsumexp(logits, 0)
+                    label = int(targets.labels[b, a, y, x])
+                    if label == 1:
+                        positive.append(-log_probs[1])
+                    elif label == 0:
+                        negative.append(-log_probs[0])
+                    error = sum(abs(float(loc[b, k * anchors + a, y, x]) - float(targets.deltas[b, k, a, y, x])) for k in range(4))
+                    l1 += float(targets.delta_weights[b, a, y, x]) * error
+    mean = lambda values: float(torch.stack(values).mean()) if values else 0.0  # noqa: E731
+    return 0.5 * mean(positive) + 0.5 * mean(negative), l1 / max(int(mask.sum()), 1)
+
+
+def test_head_losses_equal_the_direct_computation():
+    generator = torch.Generator().manual_seed(4)
+    batch, anchors, size = 3, 2, 5
+    cls = torch.randn(batch, 2 * anchors, size, size, generator=generator)
+    loc = torch.randn(batch, 4 * anchors, size, size, generator=generator)
+    targets = _random_targets(generator, batch, anchors, size)
+    for mask in (torch.tensor([True, True, True]), torch.tensor([True, False, True])):
+        cls_loss, loc_loss = head_losses(cls, loc, targets, mask, Normalizer())
+        expected = _direct_head_losses(cls, loc, targets, mask)
+        assert float(cls_loss) == pytest.approx(expected[0], rel=1e-5)
+        assert float(loc_loss) == pytest.approx(expected[1], rel=1e-5)
+
+
+def test_losses_of_ranks_add_up_to_the_global_batch():
+    """Two halves, each normalised by the global counts and scaled by the rank count, average
+    to the whole batch's loss: what DDP's gradient average then makes of them."""
+    generator = torch.Generator().manual_seed(9)
+    batch, anchors, size = 6, 3, 4
+    outputs = {name: torch.randn(batch, k * anchors, size, size, generator=generator)
+               for name, k in (("cls", 2), ("loc", 4), ("nl_cls", 2), ("nl_loc", 4))}
+    targets = _random_targets(generator, batch, anchors, size)
+    sentences = torch.tensor([True, False, True, True, False, False])
+    whole, _ = snlt_losses(outputs, targets, sentences, Normalizer())
+    halves = [slice(0, 3), slice(3, 6)]
+    parts = [({k: v[h] for k, v in outputs.items()}, AnchorTargets(*(t[h] for t in targets)), sentences[h]) for h in halves]
+    counts = []
+    for part_outputs, part_targets, part_sentences in parts:  # what each rank counts
+        recorder = Normalizer(reduce=lambda c, seen=counts: seen.append(c) or c)
+        snlt_losses(part_outputs, part_targets, part_sentences, recorder)
+    totals = [counts[0] + counts[2], counts[1] + counts[3]]  # [visual, language] counts over both ranks
+    losses = []
+    for part_outputs, part_targets, part_sentences in parts:
+        queue = list(totals)
+        normalizer = Normalizer(reduce=lambda c: queue.pop(0), world_size=2)
+        losses.append(snlt_losses(part_outputs, part_targets, part_sentences, normalizer)[0])
+    assert float(sum(losses) / 2) == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_samples_without_a_sentence_add_nothing_and_never_a_nan():
+    generator = torch.Generator().manual_seed(2)
+    batch, anchors, size = 2, 2, 3
+    outputs = {name: torch.randn(batch, k * anchors, size, size, generator=generator, requires_grad=True)
+               for name, k in (("cls", 2), ("loc", 4), ("nl_cls", 2), ("nl_loc", 4))}
+    outputs["nl_cls"].data[0, 0, 0, 0] = math.inf  # a language head gone wild on an unlabelled sample
+    targets = _random_targets(generator, batch, anchors, size)
+    total, terms = snlt_losses(outputs, targets, torch.tensor([False, False]), Normalizer())
+    assert float(terms["cls_nl"]) == 0 and float(terms["loc_nl"]) == 0
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(t.grad).all() for t in outputs.values())
+    assert float(outputs["nl_cls"].grad.abs().sum()) == 0
