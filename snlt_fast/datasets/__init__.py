@@ -55,6 +55,7 @@ __all__ = [
     "OTB99Lang",
     "RefCOCO",
     "Stills",
+    "SyntheticNL",
     "TRAINING_DATASETS",
     "TRAINING_DATASET_NAMES",
     "Video",
