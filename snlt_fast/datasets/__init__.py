@@ -12,8 +12,8 @@ from snlt_fast.datasets.got10k import GOT10k
 from snlt_fast.datasets.lasot import LaSOT
 from snlt_fast.datasets.lazy import LazyDataset, Stills
 from snlt_fast.datasets.otb import OTB, OTB99Lang
-from snlt_fast.datasets.synthetic import SyntheticNL
 from snlt_fast.datasets.refcoco import RefCOCO
+from snlt_fast.datasets.synthetic import SyntheticNL
 from snlt_fast.datasets.training import TRAINING_DATASET_NAMES, TRAINING_DATASETS, open_training_dataset
 from snlt_fast.datasets.visual_genome import VisualGenome
 
