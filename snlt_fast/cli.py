@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli")
+SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli", "snlt_fast.datasets.cli")
 
 
 class CommandError(Exception):
