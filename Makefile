@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py
 
-.PHONY: venv build test bench bench-gpu clean
+.PHONY: venv build test bench bench-gpu sanitize clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -29,5 +29,20 @@ bench: build
 bench-gpu: build
 	PYTHON=$(PY) bash bench/gpu.sh
 
+# The C++ kernels (CPU only) with AddressSanitizer and UndefinedBehaviorSanitizer, built into
+# build-sanitize/ next to a copy of the Python package, then the test suite against that copy;
+# build/ and snlt_fast/_C*.so stay as they are. Python itself is not instrumented, hence
+# libasan preloaded and leak checks off. Any report fails the run.
+SANITIZE_DIR := build-sanitize
+SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONPATH=$(SANITIZE_DIR)/lib
+sanitize: venv
+	SNLT_FAST_SANITIZE=1 SNLT_FAST_NO_CUDA=1 $(PY) setup.py --quiet build_ext \
+		--build-temp $(SANITIZE_DIR)/temp --build-lib $(SANITIZE_DIR)/lib
+	tar --dereference --exclude='_C*.so' --exclude=__pycache__ -cf - snlt_fast | tar -C $(SANITIZE_DIR)/lib -xf -
+	$(SANITIZE_ENV) $(PY) -c "import snlt_fast._C as c; assert '$(SANITIZE_DIR)' in c.__file__, c.__file__"
+	$(SANITIZE_ENV) $(VENV)/bin/pytest tests $(SANITIZE_TESTS)
+
 clean:
-	rm -rf build $(VENV)/.built snlt_fast/_C*.so
+	rm -rf build $(SANITIZE_DIR) $(VENV)/.built snlt_fast/_C*.so

@@ -3,7 +3,9 @@
 The extension always carries the C++ CPU kernels. It also carries the CUDA
 kernels whenever the installed torch is a CUDA build and nvcc is found; a
 machine without a GPU can still compile them, given CUDA_HOME and
-TORCH_CUDA_ARCH_LIST, which are defaulted below when unset.
+TORCH_CUDA_ARCH_LIST, which are defaulted below when unset. SNLT_FAST_NO_CUDA=1
+leaves the CUDA kernels out; SNLT_FAST_SANITIZE=1 compiles the C++ with
+AddressSanitizer and UndefinedBehaviorSanitizer (`make sanitize`).
 """
 
 import glob
@@ -50,6 +52,13 @@ def _extension():
     # where a kernel wants one, it calls std::fma. -fno-trapping-math lets GCC
     # vectorize loops with conditional expressions on AVX2 (values are unchanged).
     cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    if os.environ.get("SNLT_FAST_SANITIZE") == "1":
+        # `make sanitize`: ASan + UBSan, any report fatal. vptr checks are off because
+        # torch's classes come from libraries built without UBSan's type information.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=undefined"]
+        cxx_flags = [flag for flag in cxx_flags if flag != "-O3"] + ["-O1", "-g", "-fno-omit-frame-pointer"] + sanitize
+        link_flags += sanitize
     define_macros = []
     extension_type = cpp_extension.CppExtension
     extra = {"cxx": cxx_flags}
@@ -71,7 +80,7 @@ def _extension():
         include_dirs=[str(ROOT / "csrc")],
         define_macros=define_macros,
         extra_compile_args=extra,
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link_flags,
         py_limited_api=False,
     )
 
@@ -82,17 +91,13 @@ def _build_ext():
     return BuildExtension.with_options(use_ninja=True)
 
 
+# Name, version, dependencies and the `snlt` command are in pyproject.toml.
 setup(
-    name="snlt_fast",
-    version="0.1.0",
-    description="Fast, exact kernels and tracker for the Siamese Natural Language Tracker (SNLT)",
-    python_requires=">=3.10",
     # kernels/ sits at the top of the source tree and installs as snlt_fast.kernels
     # (snlt_fast/kernels is a symlink to it, so the source tree imports the same way).
     packages=find_packages(include=["snlt_fast", "snlt_fast.*"]),
     package_data={"snlt_fast.training": ["configs/*.yaml"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": _build_ext()},
-    entry_points={"console_scripts": ["snlt=snlt_fast.cli:main"]},
     zip_safe=False,
 )

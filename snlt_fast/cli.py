@@ -8,6 +8,7 @@ process exits non-zero, never with a traceback.
 
 import argparse
 import importlib
+import re
 import sys
 
 SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli", "snlt_fast.datasets.cli")
@@ -31,9 +32,26 @@ def build_parser():
     return parser
 
 
+# A comma-separated list of numbers whose first is negative ("-5,30,40,20"): no option
+# looks like that, but argparse would take it for one and refuse `--box -5,30,40,20`.
+_NEGATIVE_LIST = re.compile(r"-\d[\d.eE+-]*(,[\d.eE+-]*)+")
+
+
+def attach_negative_lists(argv):
+    """`--option -5,...` as `--option=-5,...`, which argparse reads as the option's value."""
+    joined = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if _NEGATIVE_LIST.fullmatch(token) and previous.startswith("--") and "=" not in previous:
+            joined[-1] = f"{previous}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_lists(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.run(args)
     except CommandError as error:

@@ -2,6 +2,7 @@
 line with a non-zero exit, and no half-written outputs."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -124,8 +125,9 @@ def test_an_undecodable_frame_is_reported_with_its_index(folder, tmp_path, capsy
     [
         ("40,30,0,20", "has no area"),
         ("40,30,24,-3", "has no area"),
-        ("120,30,24,20", "not inside the first frame (128x96)"),
-        ("-30,30,24,20", "not inside the first frame"),
+        ("128,30,24,20", "does not overlap the first frame (128x96, 0-based pixels"),
+        ("-24,30,24,20", "does not overlap the first frame"),
+        ("40,-20,24,20", "does not overlap the first frame"),
         ("40,30,24", "four"),
         ("a,b,c,d", "four numbers"),
     ],
@@ -134,10 +136,94 @@ def test_bad_boxes(folder, capsys, box, message):
     _fails_with(capsys, message, folder, f"--box={box}", "--random-weights", "--arch", "siamrpn_alex")
 
 
+def _tracked_boxes(capsys, folder, path, *argv):
+    status = _track(folder, *argv, "--random-weights", "--arch", "siamrpn_alex", "--boxes", path)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return np.array([[float(v) for v in line.split(",")] for line in path.read_text().splitlines()]), captured.out
+
+
+@pytest.mark.parametrize("box", ["-5,30,24,20", "110,80,24,20"])
+def test_boxes_partly_outside_the_frame_are_tracked(folder, tmp_path, capsys, box):
+    # "--box -5,..." as two words: argparse alone would take "-5,..." for an option.
+    boxes, _ = _tracked_boxes(capsys, folder, tmp_path / "boxes.txt", "--box", box)
+    assert len(boxes) == 5 and np.isfinite(boxes).all()
+    assert boxes[0].tolist() == [float(v) for v in box.split(",")]
+
+
+def test_one_based_boxes_from_the_command_line_or_a_ground_truth_file(folder, tmp_path, capsys):
+    zero_based, _ = _tracked_boxes(capsys, folder, tmp_path / "zero.txt", "--box", BOX)
+    one_based, _ = _tracked_boxes(capsys, folder, tmp_path / "one.txt", "--box", "41,31,24,20", "--box-origin", "1")
+    shift = np.array([1, 1, 0, 0])
+    # The same tracking, written in the origin it was given in.
+    np.testing.assert_allclose(one_based, zero_based + shift, atol=1e-4)
+    ground_truth = tmp_path / "groundtruth_rect.txt"
+    ground_truth.write_text("41\t31\t24\t20\n43,31,24,20\n")
+    from_file, _ = _tracked_boxes(capsys, folder, tmp_path / "gt.txt", "--init-from", ground_truth)
+    np.testing.assert_array_equal(from_file, one_based)
+    _fails_with(capsys, "give one of --box, --init-from and --targets", folder, "--box", BOX, "--init-from", ground_truth)
+    ground_truth.write_bytes(b"\xff\xfe\x00garbage")
+    _fails_with(capsys, "groundtruth_rect.txt", folder, "--init-from", ground_truth, "--random-weights")
+
+
+@requires_minilm
+def test_random_weights_track_without_long_term_mode_unless_asked(folder, capsys):
+    arguments = [folder, "--box", BOX, "--text", "a yellow square", "--random-weights", "--arch", "snlt_alex"]
+    assert _track(*arguments) == 0  # SNLT's own default is long-term mode on
+    assert capsys.readouterr().out.rstrip().endswith("FPS; long-term mode off")
+    assert _track(*arguments, "--long-term") == 0
+    assert re.search(r"FPS; long-term mode on \(\d frames in lost search\)$", capsys.readouterr().out.rstrip())
+
+
+@requires_minilm
+def test_the_overlay_draws_modality_weights_only_where_they_exist(folder, tmp_path, capsys, monkeypatch):
+    import snlt_fast.tracker.io as io
+
+    labels = []
+    original = io.cv2.putText
+    monkeypatch.setattr(io.cv2, "putText", lambda canvas, text, *rest: labels.append(text) or original(canvas, text, *rest))
+    video = tmp_path / "out.mp4"
+    status = _track(folder, "--box", BOX, "--text", "a yellow square", "--random-weights", "--arch", "snlt_alex", "--out", video)
+    assert status == 0, capsys.readouterr().err
+    # Frame 0 is the given box: no network ran, so it has no weights.
+    assert len(labels) == 5 and " vis " not in labels[0] and all(" vis " in label for label in labels[1:])
+    labels.clear()
+    assert _track(folder, "--box", BOX, "--random-weights", "--arch", "siamrpn_alex", "--out", video) == 0
+    assert len(labels) == 5 and not any(" vis " in label for label in labels)  # no sentence, no weights
+
+
+def test_a_network_with_non_finite_outputs_is_an_error_naming_frame_and_head(folder, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_model("siamrpn_alex")
+    uncalibrated = save_checkpoint(model, tmp_path / "uncalibrated.pth")
+    _fails_with(capsys, "frame 1, target 0: the box decoded from the loc head overflowed", folder, "--box", BOX,
+                "--weights", uncalibrated)  # fmt: skip
+    with torch.no_grad():
+        model.rpn_head.cls.head[3].bias[0] = float("nan")
+    broken = save_checkpoint(model, tmp_path / "nan.pth")
+    _fails_with(capsys, "frame 1, target 0: the network's cls head output went non-finite", folder, "--box", BOX,
+                "--weights", broken)  # fmt: skip
+
+
+class PickledConfig:
+    """Stands for the objects some training scripts pickle next to the weights."""
+
+
 def test_bad_weights(folder, tmp_path, capsys):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00\x01 definitely not a checkpoint")
     _fails_with(capsys, "garbage.pth", folder, "--box", BOX, "--weights", garbage)
+    text = tmp_path / "weights.txt"
+    text.write_text("40,30,24,20\n")
+    line = _fails_with(capsys, "weights.txt' is not a PyTorch checkpoint", folder, "--box", BOX, "--weights", text)
+    assert "trust" not in line
+    torch.manual_seed(0)
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"state_dict": build_model("siamrpn_alex").state_dict(), "cfg": PickledConfig()}, pickled)
+    line = _fails_with(capsys, "add --trust-weights only if you trust", folder, "--box", BOX, "--weights", pickled)
+    assert "trusted=True" not in line
+    assert _track(folder, "--box", BOX, "--weights", pickled, "--trust-weights", "--arch", "siamrpn_alex") == 2
+    assert "loc head overflowed" in capsys.readouterr().err  # loaded: only its untrained outputs fail
     _fails_with(capsys, "does not exist", folder, "--box", BOX, "--weights", tmp_path / "missing.pth")
     saved = tmp_path / "alex.pth"
     torch.manual_seed(0)

@@ -16,8 +16,9 @@ from scipy.special import softmax
 
 from conftest import HAS_CUDA, SHARED_DATA, skip_without_minilm
 from snlt_fast.baselines.published_tracker import PublishedTracker
-from snlt_fast.models import build_model
-from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights, default_config
+from model_helpers import write_word_vectors
+from snlt_fast.models import SNLT, build_model
+from snlt_fast.tracker import NonFiniteOutputError, SNLTracker, TrackerConfig, calibrate_random_weights, default_config
 from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
 
 BIKER = SHARED_DATA / "otb" / "sequences" / "Biker"
@@ -322,3 +323,25 @@ def test_bad_input_is_a_clear_error(snlt_alex, biker):
     tracker.init(frames[0], box, SENTENCE)
     with pytest.raises(ValueError, match="first frame"):
         tracker.track(frames[1][:100])
+
+
+def test_non_finite_network_outputs_are_an_error_naming_frame_and_head(tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    write_word_vectors(vectors, ["the", "square"], dim=16)
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = SNLT("alexnet", language=str(vectors)).eval()
+    tracker = SNLTracker(model)
+    tracker.init(frame, (40, 30, 24, 20), "the square")
+    # Uncalibrated batch-norm statistics: finite heads, but far too large to decode.
+    with pytest.raises(NonFiniteOutputError, match="frame 1, target 0: the box decoded from the loc head overflowed"):
+        tracker.track(frame)
+    calibrate_random_weights(model, frame, (40, 30, 24, 20), "the square")
+    tracker.init(frame, (40, 30, 24, 20), "the square")
+    assert np.isfinite(tracker.track(frame).box).all()
+    with torch.no_grad():
+        model.rpn_head.nl_cls_head[3].bias[0] = float("nan")
+    tracker.init(frame, [(40, 30, 24, 20), (80, 50, 20, 20)], ["the square", "the square"])
+    with pytest.raises(NonFiniteOutputError, match="frame 1, target 0: the network's nl_cls head output went non-finite") as error:
+        tracker.track(frame)
+    assert error.value.heads == ["nl_cls"]

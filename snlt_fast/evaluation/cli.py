@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snlt_fast.datasets import DATASET_NAMES, AnnotationError, open_dataset
 from snlt_fast._files import write_text_atomic
+from snlt_fast.tracker.cli import add_model_arguments
 
 # Errors that mean the user's files or arguments are wrong, reported as one line.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, AnnotationError, KeyError, ValueError)
@@ -21,7 +22,7 @@ def add_parser(subparsers):
     weights = run.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, help="weights file for the tracker")
     weights.add_argument("--random-weights", action="store_true", help="snlt with random weights (smoke runs, timing)")
-    run.add_argument("--arch", help="snlt: the architecture --random-weights builds or --weights must hold (default snlt_r50)")
+    add_model_arguments(run)
     run.add_argument("--device", help="device for the tracker (e.g. cuda, cpu)")
     run.add_argument("--results", type=Path, help="output folder (default results/<dataset>/<tracker>)")
     run.add_argument("--shard", default="1/1", help="run part i of n (e.g. 2/4) to share a benchmark between processes")
@@ -71,7 +72,9 @@ def run_command(args):
     dataset = _open(args)
     results = args.results or Path("results") / args.dataset / tracker_label(args.tracker)
     try:
-        tracker = make_tracker(args.tracker, args.weights, args.random_weights, args.device, args.arch)
+        tracker = make_tracker(
+            args.tracker, args.weights, args.random_weights, args.device, args.arch, trusted=args.trust_weights
+        )
     except ValueError as error:
         raise CommandError(one_line(error)) from None
     if args.random_weights:

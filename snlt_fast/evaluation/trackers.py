@@ -10,20 +10,21 @@ def tracker_label(spec):
     return spec.rsplit(":", 1)[-1]
 
 
-def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None):
+def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None, trusted=False):
     """A tracker object (with init and track) from a spec.
 
     "snlt": the SNLT tracker, from `weights` or, with random_weights=True, from
     freshly initialised weights (for timing and smoke tests); `arch` is the
     architecture random weights are built for (default snlt_r50), or the one the
-    weights must hold (see snlt_fast.models.ARCHS). "module:function":
+    weights must hold (see snlt_fast.models.ARCHS); `trusted` lets the weights file
+    pickle objects besides tensors (see load_checkpoint). "module:function":
     `function` is imported from `module` and called with the keyword arguments
     weights= and device= that were given (none when neither was).
     """
     if weights is not None and random_weights:
         raise ValueError("give weights or random_weights, not both")
     if spec == "snlt":
-        return _make_snlt(weights, random_weights, device, arch)
+        return _make_snlt(weights, random_weights, device, arch, trusted)
     if arch is not None:
         raise ValueError("arch applies to the built-in snlt tracker only")
     if ":" not in spec:
@@ -46,31 +47,34 @@ def make_tracker(spec, weights=None, random_weights=False, device=None, arch=Non
     return tracker
 
 
-def _make_snlt(weights, random_weights, device, arch):
+def _make_snlt(weights, random_weights, device, arch, trusted):
     if weights is None and not random_weights:
         raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
     from snlt_fast.models import open_model, resolve_device
 
-    model = open_model(weights, arch=arch, device=resolve_device(device))
+    model = open_model(weights, arch=arch, device=resolve_device(device), trusted=trusted)
     return _SNLTAdapter(model, calibrate=random_weights)
 
 
 class _SNLTAdapter:
     """SNLTracker for the runner: the sentence goes to the model only where it has a
     language branch; random weights get their batch-norm statistics fitted to the
-    first frame the tracker sees."""
+    first frame the tracker sees, and no long-term mode (their low scores would
+    send every video into the lost search, as in `snlt track`)."""
 
     def __init__(self, model, calibrate):
         self.model, self.calibrate, self.tracker = model, calibrate, None
 
     def init(self, frame, box, text):
-        from snlt_fast.tracker import SNLTracker, calibrate_random_weights
+        from snlt_fast.tracker import SNLTracker, calibrate_random_weights, default_config
 
         text = text if self.model.has_language else None
         if self.tracker is None:
+            config = default_config(self.model)
             if self.calibrate:
                 calibrate_random_weights(self.model, frame, box, text)
-            self.tracker = SNLTracker(self.model)
+                config = config.replace(long_term=False)
+            self.tracker = SNLTracker(self.model, config)
         self.tracker.init(frame, box, text)
 
     def track(self, frame):

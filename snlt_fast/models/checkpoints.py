@@ -38,6 +38,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: unknown layout, or keys that do not fit the model."""
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that pickles objects besides tensors, refused unless the caller trusts it."""
+
+
+# The first bytes of what torch.save writes: its zip format, or a pickle (the legacy format).
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -49,18 +57,36 @@ def _read(source, map_location, trusted):
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    _check_magic(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as error:  # torch raises several types for a file it cannot read
         if isinstance(error, pickle.UnpicklingError) and not trusted:
             # torch's own text here is a page of advice about torch.load's defaults.
-            reason = "not a checkpoint of tensors only (one you trust that pickles other objects loads with trusted=True)"
-        else:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {reason}") from error
+            raise UntrustedCheckpointError(
+                f"checkpoint {str(path)!r} pickles objects besides tensors, and unpickling them can run code: "
+                "load it with trusted=True only if you trust where it comes from"
+            ) from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r} (truncated or corrupted?): {reason}") from error
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a state dict")
     return payload
+
+
+def _check_magic(path):
+    """A CheckpointError for a file torch.save cannot have written (text, an image, nothing)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {error.strerror or error}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty")
+    if not head.startswith(_CHECKPOINT_MAGIC):
+        raise CheckpointError(
+            f"{str(path)!r} is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; it begins {head!r})"
+        )
 
 
 def _unwrap(payload):
@@ -307,10 +333,10 @@ def resolve_device(name):
     return device
 
 
-def open_model(weights, *, arch=None, language=None, device="cpu"):
+def open_model(weights, *, arch=None, language=None, device="cpu", trusted=False):
     """The model a user names: loaded from `weights`, or built with random weights
     (seeded, so runs repeat) when `weights` is None. Errors are one-line ValueErrors
-    that name the argument."""
+    that name the argument; `trusted` is the command line's --trust-weights."""
     if arch is not None and arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     if weights is None:
@@ -319,6 +345,11 @@ def open_model(weights, *, arch=None, language=None, device="cpu"):
     if not Path(weights).is_file():
         raise ValueError(f"weights {weights} does not exist or is not a file")
     try:
-        return load_checkpoint(str(weights), arch, language=language).to(device)
+        return load_checkpoint(str(weights), arch, language=language, trusted=trusted).to(device)
+    except UntrustedCheckpointError:
+        raise ValueError(
+            f"weights {weights} pickles objects besides tensors, and unpickling them can run code: "
+            "add --trust-weights only if you trust where the file comes from"
+        ) from None
     except (CheckpointError, ValueError) as error:
         raise ValueError(f"weights {weights}: {' '.join(str(error).split())}") from None

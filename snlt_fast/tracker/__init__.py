@@ -2,6 +2,6 @@
 
 from snlt_fast.tracker.config import TrackerConfig
 from snlt_fast.tracker.random_weights import calibrate_random_weights
-from snlt_fast.tracker.tracker import SNLTracker, TargetResult, default_config
+from snlt_fast.tracker.tracker import NonFiniteOutputError, SNLTracker, TargetResult, default_config
 
-__all__ = ["SNLTracker", "TargetResult", "TrackerConfig", "calibrate_random_weights", "default_config"]
+__all__ = ["NonFiniteOutputError", "SNLTracker", "TargetResult", "TrackerConfig", "calibrate_random_weights", "default_config"]

@@ -1,5 +1,6 @@
 """`snlt track`: track targets described by a box and a sentence through a video or a folder of frames."""
 
+import argparse
 import contextlib
 import json
 import math
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from snlt_fast._backends import BACKENDS, resolve_backend
 from snlt_fast.cli import CommandError, one_line
+from snlt_fast.models.snlt import ARCHS
 from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
 
 RANDOM_WEIGHTS_WARNING = (
@@ -21,32 +23,60 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "track",
         help="track a target (box + sentence) through a video or a folder of frames",
-        description="Track targets described by a box and a sentence. Boxes are x,y,w,h in pixels, 0-based.",
+        description=(
+            "Track targets described by a box and a sentence. Boxes are x,y,w,h in pixels, 0-based (the top-left "
+            "pixel is 0,0) unless --box-origin 1; OTB and LaSOT files are 1-based. A box may reach outside the "
+            "first frame but must overlap it."
+        ),
     )
     parser.add_argument("source", help="a video file, or a folder of frames (sorted by name; OTB/LaSOT img/ layout)")
-    parser.add_argument("--box", help="the target in the first frame: x,y,w,h")
+    parser.add_argument("--box", help="the target in the first frame: x,y,w,h (a negative x works: --box -5,30,40,20)")
     parser.add_argument("--text", help='the sentence describing the target, e.g. "white airplane flying in the air"')
     parser.add_argument(
         "--targets", type=Path, help='JSON list of targets [{"box": [x, y, w, h], "text": "..."}, ...] (instead of --box/--text)'
     )
+    parser.add_argument(
+        "--init-from", type=Path, metavar="FILE",
+        help="take the first frame's box from the first line of a ground-truth file (OTB groundtruth_rect.txt, "
+        "LaSOT groundtruth.txt; 1-based unless --box-origin 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--box-origin", type=int, choices=(0, 1),
+        help="1: the given boxes, and the written ones, count pixels from 1 as OTB and LaSOT do "
+        "(default 0, or 1 with --init-from)",
+    )  # fmt: skip
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, help="checkpoint: snlt_fast, pysot SiamRPN(++) or published SNLT")
     weights.add_argument("--random-weights", action="store_true", help="untrained network, for speed measurement only")
-    parser.add_argument(
-        "--arch", help="architecture: what --random-weights builds, or what --weights must hold (default snlt_r50)"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--language", help="for a published SNLT checkpoint: the local bert-base-uncased directory")
     parser.add_argument("--boxes", type=Path, help="write the boxes here, one x,y,w,h line per frame (per target)")
     parser.add_argument("--out", type=Path, help="write a video with the boxes, scores and modality weights drawn")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--backend", choices=BACKENDS, help="backend of the correlations and the post-processing")
     parser.add_argument("--cuda-graph", action="store_true", help="on cuda: capture the per-frame step once and replay it")
-    parser.add_argument("--no-long-term", action="store_true", help="turn off the long-term (LOST) search")
+    parser.add_argument(
+        "--long-term", action=argparse.BooleanOptionalAction,
+        help="the long-term (LOST) search: on by default for SNLT weights; off for pysot weights and --random-weights",
+    )  # fmt: skip
     parser.add_argument(
         "--skip-bad-frames", action="store_true", help="carry on past frames that fail to decode (their box repeats)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def add_model_arguments(parser):
+    """--trust-weights and --arch, which `snlt eval run` shares."""
+    parser.add_argument(
+        "--trust-weights", action="store_true",
+        help="load a --weights file that pickles objects besides tensors (unpickling can run code: trusted files only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--arch", choices=ARCHS, metavar="ARCH",
+        help=f"the architecture --random-weights builds, or the one --weights must hold: {', '.join(ARCHS)} "
+        "(default snlt_r50)",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- arguments
@@ -63,10 +93,13 @@ def _parse_box(text, where):
 
 
 def _read_targets(args):
-    """[(box, text or None)] from --targets or --box/--text."""
+    """[(box, text or None)] from --targets, --init-from or --box (with --text), boxes as given."""
+    given = [flag for flag, value in (("--box", args.box), ("--init-from", args.init_from), ("--targets", args.targets)) if value is not None]
+    if len(given) > 1:
+        raise CommandError(f"give one of --box, --init-from and --targets, not {' and '.join(given)}")
     if args.targets is not None:
-        if args.box is not None or args.text is not None:
-            raise CommandError("give either --targets or --box/--text, not both")
+        if args.text is not None:
+            raise CommandError("--targets holds each target's sentence: give them there, not with --text")
         try:
             entries = json.loads(args.targets.read_text())
         except OSError as error:
@@ -89,23 +122,53 @@ def _read_targets(args):
         if len({text is None for _, text in targets}) > 1:
             raise CommandError("--targets: give a sentence for every target or for none")
         return targets
-    if args.box is None:
-        raise CommandError("give the target with --box x,y,w,h (and --text), or several with --targets FILE")
     if args.text is not None and not args.text.strip():
         raise CommandError("--text is empty")
+    if args.init_from is not None:
+        return [(_first_ground_truth_box(args.init_from), args.text)]
+    if args.box is None:
+        raise CommandError(
+            "give the target with --box x,y,w,h or --init-from FILE (and --text), or several with --targets FILE"
+        )
     return [(_parse_box(args.box, "--box"), args.text)]
 
 
-def _check_boxes_in_frame(targets, frame):
+def _first_ground_truth_box(path):
+    from snlt_fast.datasets import AnnotationError
+    from snlt_fast.datasets._text import read_boxes
+
+    try:
+        box = read_boxes(path, "--init-from ground truth")[0]
+    except (FileNotFoundError, AnnotationError) as error:
+        raise CommandError(one_line(error)) from None
+    return _parse_box(",".join(map(str, box)), f"--init-from {path}: the first box")
+
+
+def _box_origin(args):
+    """The pixel index of the frame's left and top edges in the user's boxes (0 or 1)."""
+    if args.box_origin is not None:
+        return args.box_origin
+    return 1 if args.init_from is not None else 0
+
+
+def _shifted(box, offset):
+    x, y, w, h = box
+    return (x + offset, y + offset, w, h)
+
+
+def _check_boxes_in_frame(targets, frame, origin):
+    """Boxes may reach outside the frame (pysot pads the crops) but must overlap it."""
     height, width = frame.shape[:2]
     for index, (box, _) in enumerate(targets):
-        x, y, w, h = box
+        x, y, w, h = _shifted(box, -origin)
         name = "--box" if len(targets) == 1 else f"target {index}"
         if w <= 0 or h <= 0:
             raise CommandError(f"{name} {format_box(box)} has no area (width and height must be positive)")
-        # One pixel of slack for boxes written with OTB's 1-based coordinates.
-        if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
-            raise CommandError(f"{name} {format_box(box)} is not inside the first frame ({width}x{height})")
+        if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+            raise CommandError(
+                f"{name} {format_box(box)} does not overlap the first frame ({width}x{height}, "
+                f"{origin}-based pixels; see --box-origin)"
+            )
 
 
 def _device(name):
@@ -125,7 +188,7 @@ def _model(args, device):
     elif args.weights is None:
         raise CommandError("give --weights FILE (or --random-weights to measure speed with an untrained network)")
     try:
-        return open_model(args.weights, arch=args.arch, language=args.language, device=device)
+        return open_model(args.weights, arch=args.arch, language=args.language, device=device, trusted=args.trust_weights)
     except ValueError as error:
         raise CommandError(f"--{error}") from None
 
@@ -136,7 +199,8 @@ def _model(args, device):
 class _Outputs:
     """The box files and the annotated video, written under temporary names until the run completes."""
 
-    def __init__(self, args, count, fps, frame_size, stack):
+    def __init__(self, args, count, fps, frame_size, stack, origin, weights):
+        self.origin = origin
         self.box_files = []
         if args.boxes is not None:
             paths = [args.boxes] if count == 1 else [_numbered(args.boxes, i) for i in range(count)]
@@ -146,12 +210,12 @@ class _Outputs:
                 stack.callback(handle.close)
         self.video = None
         if args.out is not None:
-            self.video = AnnotatedVideo(stack.enter_context(atomic_output(args.out)), fps, frame_size)
+            self.video = AnnotatedVideo(stack.enter_context(atomic_output(args.out)), fps, frame_size, weights)
             stack.callback(self.video.close)
 
     def write(self, frame, boxes, results):
         for handle, box in zip(self.box_files, boxes):
-            handle.write(format_box(box) + "\n")
+            handle.write(format_box(_shifted(box, self.origin)) + "\n")
         if self.video is not None and frame is not None:
             self.video.write(frame, results)
 
@@ -161,7 +225,7 @@ def _numbered(path, index):
 
 
 def run(args):
-    from snlt_fast.tracker import SNLTracker, TargetResult, calibrate_random_weights, default_config
+    from snlt_fast.tracker import NonFiniteOutputError, SNLTracker, TargetResult, calibrate_random_weights, default_config
 
     targets = _read_targets(args)
     for output in (args.boxes, args.out):
@@ -183,19 +247,22 @@ def run(args):
     first = next(frames, None)
     if first is None or isinstance(first, BadFrame):
         raise CommandError(f"cannot read {args.source}: the first frame could not be decoded")
-    _check_boxes_in_frame(targets, first)
+    origin = _box_origin(args)
+    _check_boxes_in_frame(targets, first, origin)
     model = _model(args, device)
     texts = [text for _, text in targets]
     if texts[0] is not None and not model.has_language:
         raise CommandError(f"the {model.arch} model has no language branch (a pysot checkpoint?): track without --text")
+    boxes = [_shifted(box, -origin) for box, _ in targets]
     if args.random_weights:
-        calibrate_random_weights(model, first, targets[0][0], texts[0])
+        calibrate_random_weights(model, first, boxes[0], texts[0])
     config = default_config(model)
-    if args.no_long_term:
-        config = config.replace(long_term=False)
+    # Untrained networks score too low for the stable search to hold: their long-term
+    # mode would fire within a few frames and time the 831-pixel lost search instead.
+    long_term = args.long_term if args.long_term is not None else config.long_term and not args.random_weights
+    config = config.replace(long_term=long_term)
     try:
         tracker = SNLTracker(model, config, backend=args.backend, cuda_graph=args.cuda_graph)
-        boxes = [box for box, _ in targets]
         tracker.init(first, boxes, None if texts[0] is None else texts)
     except ValueError as error:
         raise CommandError(str(error)) from None
@@ -203,7 +270,7 @@ def run(args):
     height, width = first.shape[:2]
     with contextlib.ExitStack() as stack:
         try:
-            outputs = _Outputs(args, len(targets), source.fps, (width, height), stack)
+            outputs = _Outputs(args, len(targets), source.fps, (width, height), stack, origin, texts[0] is not None)
         except SourceError as error:
             raise CommandError(str(error)) from None
         first_results = [TargetResult(tuple(box), 1.0, 1.0, math.nan, math.nan, False) for box in boxes]
@@ -211,7 +278,7 @@ def run(args):
         progress = _progress(args, source.count)
         stack.callback(progress.close)
         progress.update(1)
-        step_seconds, skipped, frame_count = 0.0, 0, 1
+        step_seconds, skipped, frame_count, lost_frames = 0.0, 0, 1, 0
         loop_start = time.perf_counter()
         for index, frame in enumerate(frames, start=1):
             if isinstance(frame, BadFrame):
@@ -224,9 +291,15 @@ def run(args):
             if frame.shape[:2] != (height, width):
                 raise CommandError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, the first frame {width}x{height}")
             start = time.perf_counter()
-            results = tracker.track(frame)
+            try:
+                results = tracker.track(frame)
+            except NonFiniteOutputError as error:
+                raise CommandError(
+                    f"frame {index}, target {error.target}: {error.reason} (an untrained or broken network)"
+                ) from None
             step_seconds += time.perf_counter() - start
             frame_count += 1
+            lost_frames += any(result.lost for result in results)
             boxes = [result.box for result in results]
             outputs.write(frame, boxes, results)
             progress.update(1)
@@ -236,7 +309,8 @@ def run(args):
     summary = (
         f"snlt track: {frame_count + skipped} frames ({skipped} skipped), {len(targets)} target(s); "
         f"tracking step {tracked / step_seconds if step_seconds else math.nan:.1f} FPS, "
-        f"whole loop {(tracked + skipped) / loop_seconds if loop_seconds else math.nan:.1f} FPS"
+        f"whole loop {(tracked + skipped) / loop_seconds if loop_seconds else math.nan:.1f} FPS; "
+        + (f"long-term mode on ({lost_frames} frames in lost search)" if long_term else "long-term mode off")
     )
     if args.boxes is not None:
         summary += f"; boxes -> {', '.join(map(str, outputs.box_paths))}"

@@ -3,6 +3,7 @@ annotated video), with outputs written under a temporary name and renamed only
 once complete, so that a failed run leaves no half-written results."""
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -108,11 +109,13 @@ def format_box(box):
 
 
 class AnnotatedVideo:
-    """A video writer that draws each target's box, score and modality weights."""
+    """A video writer that draws each target's box and score, and the modality weights
+    when `weights` (a run with sentences) on the frames that have them (not the first)."""
 
     COLOURS = [(0, 255, 0), (0, 128, 255), (255, 0, 255), (255, 255, 0), (0, 0, 255), (255, 0, 0)]
 
-    def __init__(self, path, fps, frame_size):
+    def __init__(self, path, fps, frame_size, weights=True):
+        self.weights = weights
         width, height = frame_size
         self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not self.writer.isOpened():
@@ -124,7 +127,9 @@ class AnnotatedVideo:
             colour = self.COLOURS[target % len(self.COLOURS)]
             x, y, w, h = (int(round(v)) for v in result.box)
             cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, 2)
-            label = f"{result.score:.2f} vis {result.w_vis:.2f} nl {result.w_nl:.2f}"
+            label = f"{result.score:.2f}"
+            if self.weights and math.isfinite(result.w_vis) and math.isfinite(result.w_nl):
+                label += f" vis {result.w_vis:.2f} nl {result.w_nl:.2f}"
             cv2.putText(canvas, label, (x, max(12, y - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
         self.writer.write(canvas)
 

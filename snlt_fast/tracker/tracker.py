@@ -18,6 +18,7 @@ recent prediction; here it is the latest one, so that runs are repeatable.)
 
 import collections
 import contextlib
+import math
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,24 @@ from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tenso
 
 # Columns of the per-frame result read back to the host.
 _RESULT_COLUMNS = ("x", "y", "w", "h", "score", "pscore", "w_vis", "w_nl")
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's outputs for a frame were not finite (an untrained or broken model), so
+    no box could be given. `frame` counts the frames since init (the first tracked is 1),
+    `target` is the target's index, `heads` the outputs that held NaN or inf, `reason`
+    the message without the frame and target."""
+
+    def __init__(self, frame, target, heads):
+        self.frame, self.target, self.heads = frame, target, heads
+        if heads:
+            self.reason = f"the network's {' and '.join(heads)} head output went non-finite (NaN or inf)"
+        else:
+            self.reason = "the box decoded from the loc head overflowed (the head's values are far too large)"
+        super().__init__(
+            f"frame {frame}, target {target}: {self.reason}; are the weights trained? "
+            "(untrained ones need calibrate_random_weights first)"
+        )
 
 
 class TargetResult(NamedTuple):
@@ -133,11 +152,13 @@ class SNLTracker:
             # Kept here, not only in the model, so that several trackers can share one model.
             self._template = self.model.template(z_crops, texts)
         self.has_text = texts is not None
+        self._heads = ("cls", "loc", "nl_cls", "nl_loc") if self.has_text else ("cls", "loc")
         count = len(boxes)
         self._lost = [False] * count
         # The published tracker seeds each target's history with a best score of 1.
         self._history = [collections.deque([1.0], maxlen=self.config.history) for _ in range(count)]
         self._graph = None
+        self._frame_index = 0
 
     def _template_side(self, sizes):
         """sqrt((w + c(w+h)) (h + c(w+h))): the side of the template square, before rounding."""
@@ -169,7 +190,8 @@ class SNLTracker:
     def _step(self, frame, lost):
         """One step for every target in one mode (stable or lost), all on the device.
 
-        Returns (new centres, new sizes, result [N, 8] float64 in _RESULT_COLUMNS order).
+        Returns (new centres, new sizes, result [N, 8 + heads] float64: _RESULT_COLUMNS,
+        then 1.0 or 0.0 per head output for whether it was all finite).
         """
         config = self.config
         exemplar = self.model.exemplar_size
@@ -200,7 +222,8 @@ class SNLTracker:
         centers = torch.minimum(centers, self._frame_limits).clamp(min=0)
         sizes = torch.minimum(sizes, self._frame_limits).clamp(min=config.min_size)
         stats = torch.stack((best.score, best.pscore, best.w_vis, best.w_nl), dim=1).to(torch.float64)
-        return centers, sizes, torch.cat((centers - sizes / 2, sizes, stats), dim=1)
+        finite = torch.stack([heads[name].flatten(1).isfinite().all(dim=1) for name in self._heads], dim=1)
+        return centers, sizes, torch.cat((centers - sizes / 2, sizes, stats, finite.to(torch.float64)), dim=1)
 
     def _stable_step_in_place(self, frame):
         """The all-targets stable step writing the new state into the state tensors (what a CUDA graph captures)."""
@@ -222,6 +245,7 @@ class SNLTracker:
             else:
                 result = self._mixed_step(frame)
             values = result.cpu().tolist()  # the one host read per frame
+        self._frame_index += 1
         results = [self._finish(target, row) for target, row in enumerate(values)]
         return results[0] if self._single else results
 
@@ -240,6 +264,9 @@ class SNLTracker:
 
     def _finish(self, target, row):
         values = dict(zip(_RESULT_COLUMNS, row))
+        broken = [name for name, finite in zip(self._heads, row[len(_RESULT_COLUMNS) :]) if not finite]
+        if broken or not all(math.isfinite(value) for value in values.values()):
+            raise NonFiniteOutputError(self._frame_index, target, broken)
         was_lost = self._lost[target]
         if self.config.long_term:
             history = self._history[target]
@@ -284,8 +311,12 @@ class SNLTracker:
 
 
 def default_config(model):
-    """pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint); SNLT's otherwise."""
+    """pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint); SNLT's
+    otherwise; with the anchors the model was trained with, where it says."""
     language = getattr(model, "has_language", True)
+    anchors = {}
+    if getattr(model, "anchor_scales", None):
+        anchors = {"anchor_ratios": tuple(model.anchor_ratios), "anchor_scales": tuple(model.anchor_scales)}
     if model.anchor_num == 5 and not language:
-        return TrackerConfig.pysot("alexnet" if "alex" in str(getattr(model, "arch", "")) else "resnet50")
-    return TrackerConfig.snlt()
+        return TrackerConfig.pysot("alexnet" if "alex" in str(getattr(model, "arch", "")) else "resnet50", **anchors)
+    return TrackerConfig.snlt(**anchors)
