@@ -68,4 +68,5 @@ def hanning_window(score_size, anchor_num, *, device=None, dtype=torch.float64):
     _check_positive_int("anchor_num", anchor_num)
     hanning = np.hanning(score_size)
     window = np.broadcast_to(np.outer(hanning, hanning), (anchor_num, score_size, score_size))
-    return torch.from_numpy(np.ascontiguousarray(window)).to(device=device, dtype=dtype)
+    # A copy: for one anchor the broadcast view is already contiguous but read-only.
+    return torch.from_numpy(window.copy()).to(device=device, dtype=dtype)
