@@ -41,7 +41,7 @@ sanitize: venv
 	SNLT_FAST_SANITIZE=1 SNLT_FAST_NO_CUDA=1 $(PY) setup.py --quiet build_ext \
 		--build-temp $(SANITIZE_DIR)/temp --build-lib $(SANITIZE_DIR)/lib
 	tar --dereference --exclude='_C*.so' --exclude=__pycache__ -cf - snlt_fast | tar -C $(SANITIZE_DIR)/lib -xf -
-	$(SANITIZE_ENV) $(PY) -c "import snlt_fast._C as c; assert '$(SANITIZE_DIR)' in c.__file__, c.__file__"
+	$(SANITIZE_ENV) $(PY) -P -c "import snlt_fast._C as c; assert '$(SANITIZE_DIR)' in c.__file__, c.__file__"
 	$(SANITIZE_ENV) $(VENV)/bin/pytest tests $(SANITIZE_TESTS)
 
 clean:

@@ -4,8 +4,10 @@ The trackers below are reached the way users reach theirs: `--tracker test_eval_
 (pytest puts tests/ on sys.path).
 """
 
+import argparse
 import json
 import os
+import zipfile
 
 import cv2
 import numpy as np
@@ -293,6 +295,49 @@ def test_score_errors_are_one_line(tmp_path, capsys):
     assert "dataset otb has no splits" in one_line_error(capsys)
 
 
+def _zip(archive, files):
+    with zipfile.ZipFile(archive, "w") as handle:
+        for name, text in files.items():
+            handle.writestr(name, text)
+    return archive
+
+
+def test_score_reads_zip_archives_in_place(tmp_path, capsys):
+    root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 3, "Beta": 4})
+    entries = {
+        video.name: {"img_names": [f"otb/{p.parent.parent.name}/img/{p.name}" for p in video.frame_paths],
+                     "gt_rect": video.boxes.tolist(), "init_rect": video.boxes[0].tolist(), "attr": ["Occlusion"]}
+        for video in OTB(root)
+    }  # fmt: skip
+    annotations = _zip(tmp_path / "OTB.json.zip", {"OTB.json": json.dumps(entries)})
+    zipped = OTB(annotations)
+    assert zipped.names == ["Alpha", "Beta"] and zipped["Beta"].frame_paths[0] == root / "Beta" / "img" / "0001.jpg"
+    results = {name: "".join(f"{x},{y},{w},{h}\n" for x, y, w, h in entry["gt_rect"]) for name, entry in entries.items()}
+    # Results zipped in a folder (named as the tracker), or at the archive's root.
+    in_folder = _zip(tmp_path / "Perfect_OTB.zip", {f"Perfect/{name}.txt": text for name, text in results.items()})
+    at_root = _zip(tmp_path / "Flat.zip", {f"{name}.txt": text for name, text in results.items()})
+    assert snlt("eval", "score", "--dataset", "otb", "--root", annotations, "--results", in_folder, at_root, "--no-plots") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[:2] for row in rows[3:5]] == [["Perfect", "0.952"], ["Flat", "0.952"]]
+
+    broken = _zip(tmp_path / "Broken.zip", {"Alpha.txt": results["Alpha"], "Beta.txt": "1,2,3\n" * 4})
+    assert snlt("eval", "score", "--dataset", "otb", "--root", root, "--results", broken, "--no-plots") == 2
+    assert "Broken.zip/Beta.txt:1: expected 4 numbers, got 3" in one_line_error(capsys)
+    truncated = tmp_path / "Truncated.zip"
+    truncated.write_bytes(in_folder.read_bytes()[:100])
+    assert snlt("eval", "score", "--dataset", "otb", "--root", root, "--results", truncated, "--no-plots") == 2
+    assert "Truncated.zip: not a readable zip archive" in one_line_error(capsys)
+    lasot = _zip(tmp_path / "lasot.zip", {"annos/a-1.txt": "1,1,2,2\n"})
+    assert snlt("eval", "score", "--dataset", "lasot", "--root", lasot, "--results", in_folder, "--no-plots") == 2
+    assert "lasot.zip is a zip archive; LaSOT is read from a folder: unzip it" in one_line_error(capsys)
+
+
+def test_score_reads_the_downloaded_otb_zips(shared_data, capsys):
+    annotations, results = shared_data / "otb" / "OTB100.json.zip", shared_data / "results" / "SiamRPN++_OTB100.zip"
+    assert snlt("eval", "score", "--dataset", "otb", "--root", annotations, "--results", results, "--no-plots") == 0
+    assert capsys.readouterr().out.splitlines()[3].split()[:2] == ["SiamRPN++", "0.696"]
+
+
 def test_box_from_output_forms():
     class WithBox:
         def __init__(self, box):
@@ -364,14 +409,25 @@ def test_snlt_tracker_by_name_with_random_weights(tmp_path, capsys):
     "extra, message",
     [
         (("--weights", "missing.pth"), "weights missing.pth does not exist"),
-        (("--random-weights", "--arch", "vgg"), "arch must be one of"),
         (("--random-weights", "--device", "tpu"), "device must be cpu or cuda"),
-        (("--weights", "garbage.pth"), "weights garbage.pth: cannot read checkpoint"),
+        (("--weights", "garbage.pth"), "weights garbage.pth: 'garbage.pth' is not a PyTorch checkpoint"),
+        (("--weights", "pickled.pth"), "weights pickled.pth pickles objects besides tensors"),
     ],
 )
 def test_snlt_tracker_errors(tmp_path, capsys, extra, message, monkeypatch):
     root = write_synthetic_otb(tmp_path / "otb", {"Alpha": 3})
     monkeypatch.chdir(tmp_path)
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    torch.save({"config": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pth")
     assert snlt(*run_args(root, tmp_path / "res", "snlt", *extra)) == 2
-    assert message in one_line_error(capsys)
+    line = one_line_error(capsys)
+    assert message in line and "trusted=True" not in line
+
+
+def test_arch_choices_are_listed_and_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        snlt("eval", "run", "--help")
+    assert "siamrpn_r50_l234, siamrpn_alex, snlt_r50, snlt_alex" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as exit:
+        snlt(*run_args(tmp_path, tmp_path / "res", "snlt", "--random-weights", "--arch", "vgg"))
+    assert exit.value.code == 2 and "argument --arch: invalid choice: 'vgg'" in capsys.readouterr().err

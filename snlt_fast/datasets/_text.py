@@ -10,6 +10,8 @@ which also names a wrong line.
 
 import io
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -21,14 +23,20 @@ class AnnotationError(ValueError):
 
 
 def read_text(path, what):
-    """The text of `path`, or FileNotFoundError saying which `what` file is missing."""
-    path = Path(path)
+    """The text of `path` (a path, or a zipfile.Path inside an archive), or FileNotFoundError
+    saying which `what` file is missing, or AnnotationError naming the file it cannot read."""
+    path = path if isinstance(path, zipfile.Path) else Path(path)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
-    except (IsADirectoryError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"{path}: cannot be read as a text file ({error.__class__.__name__})") from None
+    except UnicodeDecodeError as error:
+        raise AnnotationError(
+            f"{path}: not a UTF-8 text file (byte {error.start} is {error.object[error.start:error.start + 1]!r})"
+            + ("; it is a zip archive: unzip it" if error.object[:2] == b"PK" else "")
+        ) from None
+    except (IsADirectoryError, PermissionError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise AnnotationError(f"{path}: cannot be read ({error.__class__.__name__}: {error})") from None
 
 
 def parse_numbers(text, source, columns):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from snlt_fast.datasets._text import AnnotationError, first_line, read_boxes, read_flags, read_names
+from snlt_fast.datasets._zip import refuse_zip
 from snlt_fast.datasets.base import Dataset, NumberedFrames, Video
 
 # Name lists looked up in the LaSOT root for the named subsets.
@@ -35,6 +36,7 @@ class LaSOT(Dataset):
 
     def __init__(self, root, subset=None):
         root = Path(root)
+        refuse_zip(root, "LaSOT")
         if not root.is_dir():
             raise FileNotFoundError(f"LaSOT folder not found: {root}")
         names = _subset_names(root, subset)

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from snlt_fast.datasets._text import AnnotationError, first_line, read_boxes, read_names, read_text
+from snlt_fast.datasets._zip import is_zip, refuse_zip, unzipped_location, zip_folder
 from snlt_fast.datasets.base import Dataset, NumberedFrames, Video
 
 # Sequences whose annotation starts at a later image than the sequence's first one.
@@ -36,14 +37,18 @@ _IMAGE_NUMBER = re.compile(r"^(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 class OTB(Dataset):
     """OTB-100 from its folder layout or from an OTB100.json-style file.
 
-    path: the dataset folder (one sub-folder per sequence) or the json file; the
-    json's image names are read relative to the folder it lies in.
+    path: the dataset folder (one sub-folder per sequence) or the json file, which may
+    be zipped (`OTB100.json.zip`); the json's image names are read relative to the
+    folder it lies in (for a zipped one, where it would lie once unzipped).
     """
 
     def __init__(self, path, name="OTB100"):
         path = Path(path)
-        if path.is_file():
-            videos = _videos_from_json(path)
+        if is_zip(path):
+            json_file = _json_in_zip(path)
+            videos = _videos_from_json(json_file, unzipped_location(json_file, path).parent)
+        elif path.is_file():
+            videos = _videos_from_json(path, path.parent)
         elif path.is_dir():
             videos = _videos_from_folder(path)
         else:
@@ -51,7 +56,15 @@ class OTB(Dataset):
         super().__init__(name, videos)
 
 
-def _videos_from_json(path):
+def _json_in_zip(archive):
+    folder = zip_folder(archive)
+    found = [member for member in folder.iterdir() if member.name.lower().endswith(".json")]
+    if len(found) != 1:
+        raise AnnotationError(f"{archive}: expected one .json file in the archive, found {len(found)}")
+    return found[0]
+
+
+def _videos_from_json(path, image_folder):
     try:
         entries = json.loads(read_text(path, "OTB json"))
     except json.JSONDecodeError as error:
@@ -70,7 +83,7 @@ def _videos_from_json(path):
                 Video(
                     name=name,
                     boxes=boxes,
-                    frame_paths=[path.parent / img for img in img_names],
+                    frame_paths=[image_folder / img for img in img_names],
                     attributes=entry.get("attr", ()),
                     source=source,
                 )
@@ -152,6 +165,7 @@ class OTB99Lang(Dataset):
         if split not in self.SPLITS:
             raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
         root = Path(root)
+        refuse_zip(root, "OTB-99-LANG")
         if not root.is_dir():
             raise FileNotFoundError(f"OTB-99-LANG folder not found: {root}")
         otb = OTB(annotations if annotations is not None else _default_annotations(root))

@@ -32,7 +32,7 @@ def add_parser(subparsers):
 
     score = commands.add_parser("score", help="score raw results of one or more trackers")
     _dataset_arguments(score)
-    score.add_argument("--results", type=Path, nargs="+", required=True, help="results folders, one per tracker")
+    score.add_argument("--results", type=Path, nargs="+", required=True, help="results folders (or zip archives of one), one per tracker")
     score.add_argument("--plots", type=Path, help="folder for the PNG plots (default: the parent of the first results folder)")
     score.add_argument("--no-plots", action="store_true", help="print the table only")
     score.add_argument("--attributes", action="store_true", help="also print the per-attribute breakdown")
@@ -46,7 +46,7 @@ def add_parser(subparsers):
 
 def _dataset_arguments(parser):
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES)
-    parser.add_argument("--root", required=True, type=Path, help="dataset folder (otb: folder or OTB100.json)")
+    parser.add_argument("--root", required=True, type=Path, help="dataset folder (otb: folder, OTB100.json or OTB100.json.zip)")
     parser.add_argument("--split", help="otb99lang: test (default) or train; lasot: test, nl-consistent or a name list")
     parser.add_argument("--names", type=Path, help="file with the names of the videos to use, one a line")
 

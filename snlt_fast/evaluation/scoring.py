@@ -2,7 +2,8 @@
 
 Results layout (common to the tracking toolkits): `<results_dir>/<video>.txt`
 with one `x,y,w,h` line per frame, with or without the first frame, and
-optionally `<video>_time.txt` with the seconds spent on each frame (FPS).
+optionally `<video>_time.txt` with the seconds spent on each frame (FPS). The
+folder may be a zip archive of those files, read in place.
 Frame 1 is always scored as the ground truth the tracker was given.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from snlt_fast.datasets._text import AnnotationError, parse_numbers, read_text
+from snlt_fast.datasets._zip import folder_name, is_zip, zip_folder
 from snlt_fast.evaluation import metrics
 
 AVERAGES = ("video", "frame")
@@ -107,7 +109,7 @@ class Report:
 
 def result_path(results_dir, video):
     """The result file of `video` in `results_dir` (its own name first, then its other names)."""
-    candidates = [Path(results_dir) / f"{name}.txt" for name in (video.name, *video.result_names)]
+    candidates = [results_dir / f"{name}.txt" for name in (video.name, *video.result_names)]
     return next((path for path in candidates if path.is_file()), candidates[0])
 
 
@@ -132,7 +134,7 @@ def load_result(path, video):
 
 def _tracking_time(results_dir, video):
     """Seconds spent on the video from `<video>_time.txt`, or None when not recorded."""
-    path = Path(results_dir) / f"{video.name}_time.txt"
+    path = results_dir / f"{video.name}_time.txt"
     if not path.is_file():
         return None
     return float(parse_numbers(read_text(path, "timing file"), path, 1).sum())
@@ -148,7 +150,7 @@ def score(dataset, results_dir, tracker=None, average="video"):
     """
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    results_dir = Path(results_dir)
+    results_dir = zip_folder(results_dir) if is_zip(results_dir) else Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}")
     paths = {video.name: result_path(results_dir, video) for video in dataset}
@@ -167,7 +169,7 @@ def score(dataset, results_dir, tracker=None, average="video"):
         for attribute in dataset.attributes
     }
     return Report(
-        tracker=tracker or results_dir.name,
+        tracker=tracker or folder_name(results_dir),
         dataset=dataset.name,
         overall=Scores.combine(list(counts.values()), average),
         per_video=per_video,
