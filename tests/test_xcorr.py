@@ -335,3 +335,20 @@ def test_direct_native_calls_check_their_inputs():
         ops.xcorr_forward_many([s], [torch.zeros(1, 3, 2, 2)])
     with pytest.raises(RuntimeError, match="output's shape"):
         ops.xcorr_backward_many([torch.zeros(1, 2, 5, 5)], [s], [k], True, True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_many_backward_with_some_inputs_frozen(backend):
+    """A frozen branch's features beside a trained one's (training only the language head)."""
+    generator = torch.Generator().manual_seed(0)
+    frozen_search = torch.randn(2, 3, 7, 7, generator=generator)
+    frozen_kernel = torch.randn(2, 3, 3, 3, generator=generator)
+    kernel = torch.randn(2, 3, generator=generator, requires_grad=True)
+    outputs = snlt_fast.xcorr_depthwise_many([frozen_search, frozen_search], [frozen_kernel, kernel], backend=backend)
+    (outputs[0].sum() + outputs[1].sum()).backward()
+    expected = frozen_search.sum(dim=(2, 3))
+    torch.testing.assert_close(kernel.grad, expected)
+    search = frozen_search.clone().requires_grad_(True)
+    outputs = snlt_fast.xcorr_depthwise_many([search, frozen_search], [frozen_kernel, frozen_kernel], backend=backend)
+    outputs[1].sum().backward()  # only the frozen pair reaches the loss
+    assert torch.equal(search.grad, torch.zeros_like(search))

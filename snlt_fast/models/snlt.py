@@ -47,6 +47,9 @@ class SNLT(nn.Module):
                  published SNLT does, else project; True/False force or forbid the
                  learned projection.
     anchor_num   anchors per position (15 for SNLT, 5 for pysot's models).
+    anchor_ratios, anchor_scales  the anchors the model was trained with (default: pysot's
+                 five ratios, and scales [4, 8, 16] for 15 anchors or [8] for 5; unknown
+                 for other counts); a tracker builds its anchors from them.
     instance_size  the search crop side the tracker uses (255 for ResNet-50, 287 for AlexNet).
     width        AlexNet only: the backbone's channel multiplier (1.0 is pysot's network).
     hidden       the channels of the RPN heads, the neck's outputs and the language kernels
@@ -70,6 +73,8 @@ class SNLT(nn.Module):
         projection=None,
         width=1.0,
         hidden=HEAD_CHANNELS,
+        anchor_ratios=None,
+        anchor_scales=None,
         backend=None,
         reference=False,
     ):
@@ -78,6 +83,7 @@ class SNLT(nn.Module):
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {backbone!r}")
         if not isinstance(anchor_num, int) or anchor_num < 1:
             raise ValueError(f"anchor_num must be a positive int, got {anchor_num!r}")
+        self.anchor_ratios, self.anchor_scales = _anchor_shapes(anchor_num, anchor_ratios, anchor_scales)
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         if backbone != "alexnet" and width != 1.0:
@@ -157,6 +163,8 @@ class SNLT(nn.Module):
             "instance_size": self.instance_size,
             "width": self.width,
             "hidden": self.hidden,
+            "anchor_ratios": list(self.anchor_ratios) if self.anchor_ratios else None,
+            "anchor_scales": list(self.anchor_scales) if self.anchor_scales else None,
         }
 
     # ------------------------------------------------------------------ running
@@ -242,6 +250,25 @@ class SNLT(nn.Module):
             raise ValueError(f"template and search batches differ: {template.shape[0]} and {search.shape[0]}")
         language = None if text is None else self.language_kernels(text, template.shape[0])
         return self.rpn_head(self.features(template), self.features(search), language)
+
+
+DEFAULT_ANCHOR_RATIOS = (0.33, 0.5, 1, 2, 3)
+DEFAULT_ANCHOR_SCALES = {15: (4, 8, 16), 5: (8,)}
+
+
+def _anchor_shapes(anchor_num, ratios, scales):
+    """(ratios, scales) of a model with `anchor_num` anchors per cell: the given ones, pysot's
+    for 5 or 15 anchors, or (None, None) when they are not known."""
+    if ratios is None and scales is None:
+        if anchor_num not in DEFAULT_ANCHOR_SCALES:
+            return None, None
+        return DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES[anchor_num]
+    if ratios is None or scales is None:
+        raise ValueError("anchor_ratios and anchor_scales go together: give both or neither")
+    ratios, scales = tuple(ratios), tuple(scales)
+    if len(ratios) * len(scales) != anchor_num:
+        raise ValueError(f"{len(ratios)} anchor ratios x {len(scales)} scales is not anchor_num={anchor_num}")
+    return ratios, scales
 
 
 def build_model(arch, **overrides):

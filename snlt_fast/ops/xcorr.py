@@ -138,7 +138,15 @@ def _backward_many_autograd(ctx, grads):
     # An output that did not reach the loss has no gradient: it contributes zeros.
     grads = [torch.zeros_like(_output_like(s, k)) if g is None else g for g, s, k in zip(grads, searches, kernels)]
     grad_searches, grad_kernels = _xcorr_backward_many_op(grads, searches, kernels, ctx.backend, need_search, need_kernel)
-    return (grad_searches if need_search else None), (grad_kernels if need_kernel else None), None
+    # One entry per input, None where an input needs none (a frozen branch's features
+    # beside a trained one's): autograd wants the inputs' structure back.
+    return _per_input(grad_searches, ctx.needs_input_grad[0]), _per_input(grad_kernels, ctx.needs_input_grad[1]), None
+
+
+def _per_input(gradients, needed):
+    if not gradients:
+        return [None] * len(needed)
+    return [gradient if need else None for gradient, need in zip(gradients, needed)]
 
 
 _xcorr_many_op.register_autograd(_backward_many_autograd, setup_context=_setup_many)

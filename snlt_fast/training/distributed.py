@@ -72,9 +72,9 @@ def all_reduce_sum(tensor):
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch across all ranks.
 
-    Each rank contributes its sum and sum of squares per channel and its count; the
-    all-reduce is the autograd-aware one, so the gradient flows through the global
-    statistics as it does through a single process's. Running statistics are updated
+    The ranks add up their per-channel sums and counts for the mean, then their sums of
+    squared deviations for the variance; the all-reduces are the autograd-aware ones, so
+    the gradient flows through the global statistics as it does through a single process's. Running statistics are updated
     with the unbiased global variance, as BatchNorm2d does.
     """
 
@@ -84,20 +84,21 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         x32 = x.float()
-        local = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3)),
-                           x32.new_tensor([x.shape[0] * x.shape[2] * x.shape[3]])])
+        # Two passes, the mean first: E[x^2] - E[x]^2 in float32 loses the variance of
+        # features whose mean is large (a first layer's, on 0-255 pixels).
+        local = torch.cat([x32.sum(dim=(0, 2, 3)), x32.new_tensor([x.shape[0] * x.shape[2] * x.shape[3]])])
         total = all_reduce(local)
-        channels = x.shape[1]
         count = total[-1]
-        mean = total[:channels] / count
-        variance = total[channels : 2 * channels] / count - mean * mean
+        mean = total[:-1] / count
+        centred = x32 - mean[None, :, None, None]
+        variance = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / count
         with torch.no_grad():
             self.num_batches_tracked += 1
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             unbiased = variance * (count / (count - 1).clamp(min=1))
             self.running_mean.mul_(1 - momentum).add_(momentum * mean)
             self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
-        normalised = (x32 - mean[None, :, None, None]) * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        normalised = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
         out = normalised * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return out.to(x.dtype)
 

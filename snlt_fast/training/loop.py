@@ -38,6 +38,8 @@ def build_training_model(config):
     model_config = config["model"]
     overrides = {
         "anchor_num": len(model_config["anchor_ratios"]) * len(model_config["anchor_scales"]),
+        "anchor_ratios": model_config["anchor_ratios"],
+        "anchor_scales": model_config["anchor_scales"],
         "instance_size": config["data"]["search_size"],
         "hidden": model_config["hidden"],
     }
@@ -94,7 +96,9 @@ def _check_precision(precision, device):
 class Trainer:
     """One run of `snlt train` in `run_dir`."""
 
-    def __init__(self, config, run_dir, *, resume=False, max_steps=None, progress=True):
+    def __init__(self, config, run_dir, *, resume=False, max_steps=None, progress=True, sources=None):
+        """sources: datasets to train on instead of the config's `data.datasets` (one per
+        entry, whose weight and frame_range still apply): a user's own sequences of Videos."""
         self.config, self.run_dir = config, Path(run_dir)
         self.device = torch.device(config["device"])
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -120,7 +124,10 @@ class Trainer:
             self._resume()
         anchors = generate_anchors(8, config["model"]["anchor_ratios"], config["model"]["anchor_scales"], self.model.score_size_for(config["data"]["search_size"]))
         self.anchors = anchors.to(self.device)
-        sources = [open_source(entry) for entry in config["data"]["datasets"]]
+        if sources is None:
+            sources = [open_source(entry) for entry in config["data"]["datasets"]]
+        elif len(sources) != len(config["data"]["datasets"]):
+            raise TrainingError(f"{len(sources)} sources for {len(config['data']['datasets'])} data.datasets entries")
         self.dataset = PairDataset(sources, config["data"], config["seed"])
         self.normalizer = Normalizer(distributed.all_reduce_sum if self.context.distributed else None, self.context.world_size)
 
@@ -208,6 +215,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
+    def train_step(self, batch, epoch):
+        """One optimiser step on `batch` (a collated batch of PairDataset samples) in `epoch`:
+        (lr, [loss, cls_vis, loc_vis, cls_nl, loc_nl] averaged over ranks, skipped)."""
+        lr = optim.epoch_lr(epoch, self.config["schedule"], self.config["train"]["epochs"])
+        optim.set_lr(self.optimizer, lr)
+        values, skipped = self._step(self._network_for(epoch), batch)
+        return lr, values, skipped
+
     def _network_for(self, epoch):
         trainable = frozenset(optim.set_trainable(self.model, epoch, self.config["model"]))
         if trainable != getattr(self, "_trainable", None):
@@ -233,9 +248,7 @@ class Trainer:
             started = time.perf_counter()
             for batch in loader(self.dataset, batches, config["data"]["workers"]):
                 epoch = step // train["steps_per_epoch"]
-                lr = optim.epoch_lr(epoch, config["schedule"], train["epochs"])
-                optim.set_lr(self.optimizer, lr)
-                values, skipped = self._step(self._network_for(epoch), batch)
+                lr, values, skipped = self.train_step(batch, epoch)
                 step += 1
                 now = time.perf_counter()
                 speed = samples / max(now - started, 1e-9)
