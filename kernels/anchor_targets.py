@@ -17,8 +17,7 @@ from snlt_fast.kernels._launch import interpreted_off_cpu, launch_context
 from snlt_fast.kernels.postprocess import _div, _float64, _float64_bits
 from snlt_fast.ops import anchor_targets as contract
 
-RANK_BITS = 63  # ranks are key * 2^31 + n < 2^63
-LARGEST_RANK = 2**63 - 1
+_RANK_BITS = tl.constexpr(63)  # ranks are key * 2^31 + n < 2^63
 
 
 _TAIL = [tl.constexpr(_float64_bits(c)) for c in contract.LOG_TAIL]
@@ -33,7 +32,7 @@ _ONE_BITS = tl.constexpr(contract.FLOAT64_ONE_BITS)
 _FMIX0 = tl.constexpr(contract.FMIX_MULTIPLIERS[0])
 _FMIX1 = tl.constexpr(contract.FMIX_MULTIPLIERS[1])
 _REACH = tl.constexpr(contract.NEGATIVE_PAIR_REACH)
-_LARGEST_RANK = tl.constexpr(LARGEST_RANK)
+_LARGEST_RANK = tl.constexpr(2**63 - 1)
 
 
 @triton.jit
@@ -153,8 +152,8 @@ def _anchor_targets_kernel(anchors, boxes, negative, seeds, labels_out, deltas_o
     # The largest value with fewer than keep candidates below it is the keep-th smallest rank.
     largest_positive = tl.zeros([], tl.int64)
     largest_negative = tl.zeros([], tl.int64)
-    for step in range(RANK_BITS):
-        bit = tl.full([], 1, tl.int64) << (RANK_BITS - 1 - step)
+    for step in range(_RANK_BITS):
+        bit = tl.full([], 1, tl.int64) << (_RANK_BITS - 1 - step)
         trial_positive = largest_positive | bit
         trial_negative = largest_negative | bit
         below_positive = tl.sum((positive & (rank < trial_positive)).to(tl.int64), axis=0)

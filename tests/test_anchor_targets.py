@@ -280,6 +280,19 @@ def test_default_generator_follows_manual_seed():
     assert_targets_equal(snlt_fast.anchor_targets(anchors, boxes), first)
 
 
+@pytest.mark.parametrize("backend, device", [("reference", "cpu")] + FAST_CASES)
+def test_seeds_choose_as_the_generator_does(backend, device):
+    """Seeds given are the words the generator would draw; only their low 32 bits count."""
+    anchors, boxes = anchors_for(3, 5), random_boxes(3, torch.Generator().manual_seed(20), spread=20.0, sizes=(10, 40))
+    expected = run(backend, device, anchors, boxes, seed=21)
+    seeds = torch.from_numpy(seeds_of(21, 3)).to(device)
+    given = snlt_fast.anchor_targets(anchors.to(device), boxes.to(device), seeds=seeds, backend=backend)
+    assert_targets_equal(given, expected)
+    args = (anchors.to(device), boxes.to(device), torch.zeros(3, dtype=torch.bool, device=device), seeds - 2**32)
+    args += (0.6, 0.3, 16, 48, 16)
+    assert_targets_equal(op._anchor_targets_op(*args, backend), expected)
+
+
 def test_selection_is_spread_over_the_candidates():
     """Over many draws every negative candidate is kept about equally often."""
     anchors, boxes = anchors_for(1, 9), torch.tensor([[0.0, 0.0, 40.0, 40.0]])
@@ -416,6 +429,10 @@ BAD_INPUTS = [
     (dict(negative_num=True), TypeError, "negative_num"),
     (dict(generator=0), TypeError, "generator"),
     (dict(backend="gpu"), ValueError, "backend"),
+    (dict(seeds=torch.zeros(2, 2, dtype=torch.int64), generator=torch.Generator()), ValueError, "seeds"),
+    (dict(seeds=torch.zeros(1, 2, dtype=torch.int64)), ValueError, "seeds"),
+    (dict(seeds=torch.zeros(2, 2, dtype=torch.int32)), TypeError, "seeds"),
+    (dict(seeds=torch.full((2, 2), 2**32)), ValueError, "seeds"),
 ]
 
 

@@ -1,9 +1,14 @@
-// CPU kernel of anchor_targets: torch's threads take whole samples. Per sample, one pass
-// writes the IoU, dx, dy and each cell's candidate label; dw and dh follow in a pass of their
-// own, where the log is recomputed only when the anchor's size changes (the anchors of one
-// index share a size across the map, so that is once per anchor index); a bounded max-heap
-// per label then finds the ranks kept, and a last pass drops the others.
+// CPU kernel of anchor_targets: torch's threads take whole samples. Per sample:
+//   1. one vectorized pass writes every cell's IoU, dx, dy and candidate label;
+//   2. dw and dh, the log recomputed only when the anchor's size changes (the anchors of
+//      one index share a size across the map: once per anchor index);
+//   3. one vectorized pass writes every cell's selection key;
+//   4. per label, the keep-th smallest rank among the candidates whose key is below a
+//      cut-off that about 2 * keep + 32 of them pass (all of them, in the rare draw where
+//      fewer than keep pass): exact, as every candidate left out has a larger key;
+//   5. one vectorized pass drops the candidates above it and weights the kept positives.
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -11,153 +16,177 @@
 #include "anchor_targets/anchor_targets_kernels.h"
 #include "anchor_targets/anchor_targets_math.h"
 
+// The vectorized passes are compiled for x86-64-v3 (AVX2) and baseline x86-64, picked at
+// load time. The build turns fused multiply-adds off, so both give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ANCHOR_TARGETS_VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ANCHOR_TARGETS_VECTORIZED
+#endif
+
 namespace snlt_fast::anchor_targets {
 namespace {
 
-// The `keep` smallest ranks pushed, in a max-heap; the largest kept rank is its top.
-class SmallestRanks {
- public:
-  explicit SmallestRanks(int64_t keep) : keep_(keep) {}
-
-  void push(int64_t rank) {
-    if (static_cast<int64_t>(heap_.size()) < keep_) {
-      heap_.push_back(rank);
-      std::push_heap(heap_.begin(), heap_.end());
-    } else if (keep_ > 0 && rank < heap_.front()) {
-      std::pop_heap(heap_.begin(), heap_.end());
-      heap_.back() = rank;
-      std::push_heap(heap_.begin(), heap_.end());
-    }
-  }
-
-  int64_t count() const { return static_cast<int64_t>(heap_.size()); }
-  // Every pushed rank up to this one is kept (none when keep is 0).
-  int64_t largest_kept() const { return heap_.empty() ? -1 : heap_.front(); }
-
- private:
-  int64_t keep_;
-  std::vector<int64_t> heap_;
+struct Anchors {
+  const double *cx, *cy, *w, *h;
 };
 
-struct Sample {
-  const Inputs& in;
-  const Params& params;
-  int64_t b;
-  Box box;
-  uint32_t seed0, seed1;
+// A sample's outputs, each [cells] (deltas [4][cells]).
+struct SampleOutputs {
   int64_t* labels;
-  float* deltas;  // [4][cells]
+  float* deltas;
   float* delta_weights;
   float* iou;
-
-  Sample(const Inputs& inputs, const Params& p, const Outputs& out, int64_t sample)
-      : in(inputs),
-        params(p),
-        b(sample),
-        box{inputs.boxes[4 * sample], inputs.boxes[4 * sample + 1], inputs.boxes[4 * sample + 2],
-            inputs.boxes[4 * sample + 3]},
-        seed0(static_cast<uint32_t>(inputs.seeds[2 * sample])),
-        seed1(static_cast<uint32_t>(inputs.seeds[2 * sample + 1])),
-        labels(out.labels + sample * inputs.cells()),
-        deltas(out.deltas + 4 * sample * inputs.cells()),
-        delta_weights(out.delta_weights + sample * inputs.cells()),
-        iou(out.iou + sample * inputs.cells()) {}
-
-  int64_t rank(int64_t n) const { return selection_rank(seed0, seed1, n); }
-
-  void fill(float delta_and_iou) const {
-    const int64_t cells = in.cells();
-    std::fill(labels, labels + cells, int64_t{-1});
-    std::fill(deltas, deltas + 4 * cells, delta_and_iou);
-    std::fill(delta_weights, delta_weights + cells, 0.0f);
-    std::fill(iou, iou + cells, delta_and_iou);
-  }
-
-  // Positive pair: IoU, deltas and candidate labels at every cell.
-  void candidates() const {
-    const int64_t cells = in.cells();
-    const double *ax = in.anchors, *ay = ax + cells, *aw = ay + cells, *ah = aw + cells;
-    const double positive_iou = params.positive_iou, negative_iou = params.negative_iou;
-    const Box target = box;
-    for (int64_t n = 0; n < cells; ++n) {
-      const double overlap_ratio = anchor_targets::iou({ax[n], ay[n], aw[n], ah[n]}, target);
-      iou[n] = static_cast<float>(overlap_ratio);
-      labels[n] = overlap_ratio > positive_iou ? 1 : (overlap_ratio < negative_iou ? 0 : -1);
-      deltas[n] = static_cast<float>((target.cx - ax[n]) / aw[n]);
-      deltas[cells + n] = static_cast<float>((target.cy - ay[n]) / ah[n]);
-    }
-    // log(tw / aw) depends on the anchor's width alone: computed again only when it changes.
-    double last_w = NAN, last_h = NAN;
-    float log_w = 0.0f, log_h = 0.0f;
-    for (int64_t n = 0; n < cells; ++n) {
-      if (!(aw[n] == last_w)) {
-        last_w = aw[n];
-        log_w = static_cast<float>(log_float64(target.w / last_w));
-      }
-      if (!(ah[n] == last_h)) {
-        last_h = ah[n];
-        log_h = static_cast<float>(log_float64(target.h / last_h));
-      }
-      deltas[2 * cells + n] = log_w;
-      deltas[3 * cells + n] = log_h;
-    }
-  }
-
-  // Keeps each label's candidates of the smallest ranks, drops the others to -1, and
-  // weights the kept positives.
-  void select(int64_t keep_positive, int64_t keep_negative) const {
-    const int64_t cells = in.cells();
-    SmallestRanks positives(keep_positive), negatives(keep_negative);
-    for (int64_t n = 0; n < cells; ++n) {
-      if (labels[n] == 1) positives.push(rank(n));
-      if (labels[n] == 0) negatives.push(rank(n));
-    }
-    const int64_t largest[2] = {negatives.largest_kept(), positives.largest_kept()};
-    for (int64_t n = 0; n < cells; ++n) {
-      if (labels[n] >= 0 && rank(n) > largest[labels[n]]) labels[n] = -1;
-    }
-    const float weight = static_cast<float>(1.0 / static_cast<double>(positives.count()));
-    for (int64_t n = 0; n < cells; ++n) delta_weights[n] = labels[n] == 1 ? weight : 0.0f;
-  }
-
-  void positive_pair() const {
-    candidates();
-    select(params.positive_num, params.negative_num);
-  }
-
-  // Negative pair: the anchors of the 7x7 cells around the box centre's cell are candidates.
-  void negative_pair() const {
-    fill(0.0f);
-    const int64_t size = in.size, area = size * size;
-    const double stride_x = in.anchors[1] - in.anchors[0];
-    const double stride_y = in.anchors[in.cells() + size] - in.anchors[in.cells()];
-    const int64_t column = box_cell(box.cx, stride_x, size), row = box_cell(box.cy, stride_y, size);
-    const int64_t left = std::max<int64_t>(column - kReach, 0), right = std::min(column + kReach, size - 1);
-    const int64_t top = std::max<int64_t>(row - kReach, 0), bottom = std::min(row + kReach, size - 1);
-    for (int64_t a = 0; a < in.anchor_num; ++a) {
-      for (int64_t y = top; y <= bottom; ++y) {
-        for (int64_t x = left; x <= right; ++x) labels[a * area + y * size + x] = 0;
-      }
-    }
-    select(0, params.negative_pair_num);
-  }
-
-  void run() const {
-    if (!is_valid(box)) {
-      fill(NAN);
-    } else if (in.negative[b]) {
-      negative_pair();
-    } else {
-      positive_pair();
-    }
-  }
 };
+
+// Writes every cell's IoU, dx, dy and candidate label; returns the candidates of each label (0, 1).
+ANCHOR_TARGETS_VECTORIZED
+std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells, const Box& box, double positive_iou,
+                                           double negative_iou, const SampleOutputs& out) {
+  const double *ax = anchors.cx, *ay = anchors.cy, *aw = anchors.w, *ah = anchors.h;
+  int64_t* labels = out.labels;
+  float *dx = out.deltas, *dy = dx + cells, *iou_out = out.iou;
+  int64_t negatives = 0, positives = 0;
+  for (int64_t n = 0; n < cells; ++n) {
+    const double overlap_ratio = iou({ax[n], ay[n], aw[n], ah[n]}, box);
+    const bool positive = overlap_ratio > positive_iou, negative = overlap_ratio < negative_iou;
+    iou_out[n] = static_cast<float>(overlap_ratio);
+    labels[n] = positive ? 1 : (negative ? 0 : -1);
+    dx[n] = static_cast<float>((box.cx - ax[n]) / aw[n]);
+    dy[n] = static_cast<float>((box.cy - ay[n]) / ah[n]);
+    positives += positive;
+    negatives += negative;
+  }
+  return {negatives, positives};
+}
+
+// log(size / anchor_size[n]) for every cell, computed again only where the anchor size changes.
+void log_ratios(const double* anchor_sizes, int64_t cells, double size, float* out) {
+  double last = NAN;
+  float value = 0.0f;
+  for (int64_t n = 0; n < cells; ++n) {
+    if (!(anchor_sizes[n] == last)) {
+      last = anchor_sizes[n];
+      value = static_cast<float>(log_float64(size / last));
+    }
+    out[n] = value;
+  }
+}
+
+ANCHOR_TARGETS_VECTORIZED
+void selection_keys(uint32_t seed0, uint32_t seed1, int64_t cells, uint32_t* keys) {
+  for (int64_t n = 0; n < cells; ++n) keys[n] = fmix32(fmix32(static_cast<uint32_t>(n) ^ seed0) ^ seed1);
+}
+
+int64_t rank_of(const uint32_t* keys, int64_t n) { return static_cast<int64_t>(static_cast<uint64_t>(keys[n]) << 31) + n; }
+
+// Per label (0, 1): the largest kept rank (-1 when none is kept, INT64_MAX when all are)
+// and how many are kept.
+struct Selection {
+  int64_t largest[2];
+  int64_t kept[2];
+};
+
+Selection select(const int64_t* labels, const uint32_t* keys, int64_t cells, const std::array<int64_t, 2>& candidates,
+                 const int64_t (&keep)[2], std::vector<int64_t>& ranks) {
+  Selection selection;
+  for (int label = 0; label < 2; ++label) {
+    int64_t& largest = selection.largest[label];
+    largest = keep[label] == 0 ? -1 : INT64_MAX;
+    selection.kept[label] = std::min(candidates[label], keep[label]);
+    if (keep[label] == 0 || candidates[label] <= keep[label]) continue;
+    // About 2 * keep + 32 keys of the candidates' uniform 32-bit keys fall below the cut-off.
+    const double share = static_cast<double>(2 * keep[label] + 32) / static_cast<double>(candidates[label]);
+    const uint32_t cutoff = share >= 1.0 ? UINT32_MAX : static_cast<uint32_t>(share * 4294967296.0);
+    for (uint32_t bound : {cutoff, static_cast<uint32_t>(UINT32_MAX)}) {
+      ranks.clear();
+      for (int64_t n = 0; n < cells; ++n) {
+        if (labels[n] == label && keys[n] <= bound) ranks.push_back(rank_of(keys, n));
+      }
+      if (static_cast<int64_t>(ranks.size()) >= keep[label]) break;
+    }
+    std::nth_element(ranks.begin(), ranks.begin() + (keep[label] - 1), ranks.end());
+    largest = ranks[keep[label] - 1];
+  }
+  return selection;
+}
+
+ANCHOR_TARGETS_VECTORIZED
+void drop_and_weight(const uint32_t* keys, int64_t cells, const int64_t (&largest)[2], float weight,
+                     const SampleOutputs& out) {
+  int64_t* labels = out.labels;
+  float* delta_weights = out.delta_weights;
+  const int64_t largest_negative = largest[0], largest_positive = largest[1];
+  for (int64_t n = 0; n < cells; ++n) {
+    const int64_t label = labels[n];
+    const int64_t bound = label == 1 ? largest_positive : largest_negative;
+    const int64_t kept = label >= 0 && rank_of(keys, n) <= bound ? label : -1;
+    labels[n] = kept;
+    delta_weights[n] = kept == 1 ? weight : 0.0f;
+  }
+}
+
+void fill(int64_t cells, float delta_and_iou, const SampleOutputs& out) {
+  std::fill(out.labels, out.labels + cells, int64_t{-1});
+  std::fill(out.deltas, out.deltas + 4 * cells, delta_and_iou);
+  std::fill(out.delta_weights, out.delta_weights + cells, 0.0f);
+  std::fill(out.iou, out.iou + cells, delta_and_iou);
+}
+
+// Negative pair: the anchors of the 7x7 cells around the box centre's cell become candidates
+// (label 0); returns the candidates of each label.
+std::array<int64_t, 2> negative_pair_cells(const Inputs& in, const Box& box, const SampleOutputs& out) {
+  const int64_t size = in.size, area = size * size, cells = in.cells();
+  fill(cells, 0.0f, out);
+  const int64_t column = box_cell(box.cx, in.anchors[1] - in.anchors[0], size);
+  const int64_t row = box_cell(box.cy, in.anchors[cells + size] - in.anchors[cells], size);
+  const int64_t left = std::max<int64_t>(column - kReach, 0), right = std::min(column + kReach, size - 1);
+  const int64_t top = std::max<int64_t>(row - kReach, 0), bottom = std::min(row + kReach, size - 1);
+  for (int64_t a = 0; a < in.anchor_num; ++a) {
+    for (int64_t y = top; y <= bottom; ++y) {
+      for (int64_t x = left; x <= right; ++x) out.labels[a * area + y * size + x] = 0;
+    }
+  }
+  const int64_t window = std::max<int64_t>(right - left + 1, 0) * std::max<int64_t>(bottom - top + 1, 0);
+  return {in.anchor_num * window, 0};
+}
+
+void sample_targets(const Inputs& in, const Params& params, const SampleOutputs& out, int64_t b,
+                    std::vector<uint32_t>& keys, std::vector<int64_t>& ranks) {
+  const int64_t cells = in.cells();
+  const double* box_values = in.boxes + 4 * b;
+  const Box box{box_values[0], box_values[1], box_values[2], box_values[3]};
+  if (!is_valid(box)) return fill(cells, NAN, out);
+  const bool pair = in.negative[b];
+  std::array<int64_t, 2> candidates;
+  if (pair) {
+    candidates = negative_pair_cells(in, box, out);
+  } else {
+    const Anchors anchors{in.anchors, in.anchors + cells, in.anchors + 2 * cells, in.anchors + 3 * cells};
+    candidates = positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, out);
+    log_ratios(anchors.w, cells, box.w, out.deltas + 2 * cells);
+    log_ratios(anchors.h, cells, box.h, out.deltas + 3 * cells);
+  }
+  selection_keys(static_cast<uint32_t>(in.seeds[2 * b]), static_cast<uint32_t>(in.seeds[2 * b + 1]), cells,
+                 keys.data());
+  const int64_t keep[2] = {pair ? params.negative_pair_num : params.negative_num, pair ? 0 : params.positive_num};
+  const Selection selection = select(out.labels, keys.data(), cells, candidates, keep, ranks);
+  const float weight = static_cast<float>(1.0 / static_cast<double>(selection.kept[1]));
+  drop_and_weight(keys.data(), cells, selection.largest, weight, out);
+}
 
 }  // namespace
 
 void anchor_targets_cpu(const Inputs& in, const Params& params, const Outputs& out) {
+  const int64_t cells = in.cells();
   at::parallel_for(0, in.batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) Sample(in, params, out, b).run();
+    std::vector<uint32_t> keys(cells);
+    std::vector<int64_t> ranks;
+    for (int64_t b = begin; b < end; ++b) {
+      const SampleOutputs sample{out.labels + b * cells, out.deltas + 4 * b * cells, out.delta_weights + b * cells,
+                                 out.iou + b * cells};
+      sample_targets(in, params, sample, b, keys, ranks);
+    }
   });
 }
 

@@ -9,7 +9,9 @@
 #ifdef __CUDACC__
 #define ANCHOR_TARGETS_HD __host__ __device__ __forceinline__
 #else
-#define ANCHOR_TARGETS_HD inline
+// Always inlined: the CPU's vectorized passes are compiled per instruction set, and GCC
+// does not inline across a differing target unless told to (a call keeps a loop scalar).
+#define ANCHOR_TARGETS_HD [[gnu::always_inline]] inline
 #endif
 
 namespace snlt_fast::anchor_targets {

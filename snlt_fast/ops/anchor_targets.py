@@ -114,9 +114,11 @@ def _fmix32(h: Tensor) -> Tensor:
 
 
 def selection_ranks(seeds: Tensor, cells: int) -> Tensor:
-    """[B, N] int64: key * 2^31 + n, distinct within a sample; the smallest ranks are kept."""
+    """[B, N] int64: key * 2^31 + n, distinct within a sample; the smallest ranks are kept.
+    Each seed counts by its low 32 bits, as the kernels read it."""
     n = torch.arange(cells, device=seeds.device, dtype=torch.int64)
-    keys = _fmix32(_fmix32(n ^ seeds[:, :1]) ^ seeds[:, 1:])
+    words = seeds & UINT32_MASK
+    keys = _fmix32(_fmix32(n ^ words[:, :1]) ^ words[:, 1:])
     return keys * MAX_CELLS + n
 
 
@@ -278,6 +280,16 @@ def _check_values(anchors, boxes):
         raise ValueError("anchors must be centred on a grid whose x and y increase with the column and the row")
 
 
+def _check_seeds(seeds, batch, device, generator):
+    if generator is not None:
+        raise ValueError("seeds and generator both choose the kept anchors: pass one of them")
+    _check_tensor("seeds", seeds, (torch.int64,), device)
+    if seeds.shape != (batch, 2):
+        raise ValueError(f"seeds must be [B, 2] = {(batch, 2)} to match boxes, got shape {tuple(seeds.shape)}")
+    if not torch.compiler.is_compiling() and device.type == "cpu" and ((seeds < 0) | (seeds >= 2**32)).any():
+        raise ValueError("seeds must hold 32-bit words (0 <= seed < 2**32)")
+
+
 def anchor_targets(
     anchors,
     boxes,
@@ -289,6 +301,7 @@ def anchor_targets(
     negative_num=16,
     negative=None,
     generator=None,
+    seeds=None,
     backend=None,
 ) -> AnchorTargets:
     """pysot's training targets for a batch of B samples on the anchors [4, A, S, S]
@@ -301,7 +314,9 @@ def anchor_targets(
     negative_num anchors of the 7x7 cells around its box centre become negatives, the
     rest is ignored. The kept anchors are drawn from `generator` (default: the default
     generator of the boxes' device), identically on every backend; see the module
-    docstring for the exact arithmetic.
+    docstring for the exact arithmetic. `seeds` [B, 2] int64 (32-bit words), instead of a
+    generator, fixes each sample's choice on its own: a trainer that derives them from the
+    sample makes its targets independent of how samples are batched or split over ranks.
     """
     _check_tensor("anchors", anchors, (torch.float32, torch.float64))
     device = anchors.device
@@ -340,7 +355,10 @@ def anchor_targets(
     # graph): there the kernels' rule for invalid boxes applies instead.
     if device.type == "cpu" and not torch.compiler.is_compiling():
         _check_values(anchors, boxes)
-    seeds = torch.randint(0, 2**32, (batch, 2), generator=generator, device=device, dtype=torch.int64)
+    if seeds is None:
+        seeds = torch.randint(0, 2**32, (batch, 2), generator=generator, device=device, dtype=torch.int64)
+    else:
+        _check_seeds(seeds, batch, device, generator)
     args = (anchors, boxes, negative.contiguous(), seeds, positive_iou, negative_iou, positive_num,
             total_num - positive_num, negative_num)  # fmt: skip
     if _backends.calls_native_directly(backend):
