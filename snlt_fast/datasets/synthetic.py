@@ -64,14 +64,14 @@ COLOURS = {
 MARK_COLOURS = {"white": (240, 240, 240), "black": (25, 25, 25)}
 PATTERNS = ("plain",) + tuple(f"{mark} {kind}" for kind in ("stripes", "dots", "checks") for mark in MARK_COLOURS)
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "cross")
-# A shape twin's shape: one whose outline is close to the target's.
+# A shape twin's shape: one whose outline is close to the target's (a cross has none).
 LOOK_ALIKE_SHAPES = {
     "circle": ("hexagon",),
-    "hexagon": ("circle", "square"),
-    "square": ("hexagon", "cross"),
-    "cross": ("square",),
+    "hexagon": ("circle",),
+    "square": ("hexagon",),
+    "diamond": ("hexagon", "triangle"),
     "triangle": ("diamond",),
-    "diamond": ("triangle", "square"),
+    "cross": (),
 }
 # Width over height of each shape's box (equilateral triangle, regular hexagon).
 ASPECTS = {"circle": 1.0, "square": 1.0, "triangle": 1.15, "diamond": 1.0, "hexagon": 1.15, "cross": 1.0}
@@ -158,7 +158,8 @@ class SyntheticVideo(Video):
     objects: the SceneObjects, the target first; object_boxes: (objects, n, 4)
     unclipped 1-based x, y, w, h of every object; named_attributes: the target's
     attributes that the sentence names (no other object shares all of them);
-    full_occlusion, out_of_view: (n,) bool, whose union is `absent`.
+    full_occlusion, out_of_view: (n,) bool, whose union is `absent`;
+    motion_blur: (n,) int, the length of the frame's motion blur (0: sharp).
     """
 
     def __init__(self, kind, seed, index, frames, size):
@@ -170,6 +171,7 @@ class SyntheticVideo(Video):
         self._scene = scene
         self.object_boxes = scene.geometry.astype(np.float64) + (1, 1, 0, 0)
         boxes, self.out_of_view, self.full_occlusion = scene.target_annotations()
+        self.motion_blur = scene.blur_length
         super().__init__(
             name=f"synth-{kind}-{seed}-{index:04d}",
             boxes=boxes,
@@ -197,7 +199,10 @@ def _choose_objects(rng, kind):
     target = SceneObject(_pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, PATTERNS), _pick(rng, tuple(SIZE_RANGES)), "target")
     look_alikes = []
     if kind == "distractor":
-        for attribute in rng.permutation(ATTRIBUTES)[: rng.integers(1, 3)]:
+        # A plain target's pattern twin would be striped or dotted all over: far from a look-alike.
+        usable = [a for a in ATTRIBUTES if not (a == "shape" and not LOOK_ALIKE_SHAPES[target.shape])]
+        usable = [a for a in usable if not (a == "pattern" and target.pattern == "plain")]
+        for attribute in rng.permutation(usable)[: rng.integers(1, 3)]:
             value = _look_alike_value(rng, target, attribute)
             look_alikes.append(replace(target, role="look-alike", **{str(attribute): value}))
     # The size word is needed only where an object matches the target in everything but size.
@@ -227,8 +232,9 @@ def _look_alike_value(rng, target, attribute):
         return _pick(rng, _neighbour_colours(target.colour))
     if attribute == "shape":
         return _pick(rng, LOOK_ALIKE_SHAPES[target.shape])
-    if attribute == "pattern":
-        return _pick(rng, tuple(p for p in PATTERNS if p != target.pattern))
+    if attribute == "pattern":  # marks of the same colour laid out otherwise: much the same mean colour
+        mark = target.pattern.split()[0]
+        return _pick(rng, tuple(p for p in PATTERNS if p.startswith(mark) and p != target.pattern))
     return "large" if target.size == "small" else "small"
 
 
@@ -361,6 +367,9 @@ class _Scene:
         self.objects = objects
         side = min(size)
         self.base_sizes = np.array([rng.uniform(*SIZE_RANGES[o.size]) * side for o in objects])
+        # A look-alike of the target's size class has the target's first-frame size exactly.
+        same_size = [k for k, o in enumerate(objects) if o.role == "look-alike" and o.size == objects[0].size]
+        self.base_sizes[same_size] = self.base_sizes[0]
         self._choose_motion(rng, kind)
         self._choose_appearance(rng, kind)
         self._choose_background(rng)
@@ -375,9 +384,9 @@ class _Scene:
         target_drift = (0.85, 1.2) if kind == "distractor" else (0.9, 1.1)
         scales = []
         for obj in self.objects:
-            # A size twin keeps its size, so that the size word stays true while the target's scale drifts.
-            fixed = obj.role == "look-alike" and obj.size != self.objects[0].size
-            low, high = (1.0, 1.0) if fixed else target_drift if obj.role == "target" else (0.9, 1.1)
+            # Look-alikes keep their size: the first-frame template's own size, or (a size twin)
+            # the other size class, whose word then stays true while the target's scale drifts.
+            low, high = (1.0, 1.0) if obj.role == "look-alike" else target_drift if obj.role == "target" else (0.9, 1.1)
             scales.append(_curve(rng, frames, low, high, rng.integers(20, 50), start=1.0))
         scales = np.array(scales)
         widths = np.maximum(2, _round(self.base_sizes[:, None] * scales))
@@ -457,7 +466,7 @@ class _Scene:
                 shade = _curve(rng, frames, 0.7, 1.3, rng.integers(20, 50), start=1.0)
                 towards = colour_twins[0] if colour_twins else _pick(rng, _neighbour_colours(obj.colour))
                 # Under halfway, so the target stays nearer its named colour than any other.
-                hue = _curve(rng, frames, 0.0, 0.35, rng.integers(20, 50), start=0.0)[:, None]
+                hue = _curve(rng, frames, 0.0, 0.45, rng.integers(20, 50), start=0.0)[:, None]
                 colours = colour + hue * (np.array(COLOURS[towards]) - colour)
             else:
                 shade = _curve(rng, frames, 0.92, 1.08, rng.integers(20, 50), start=1.0)
