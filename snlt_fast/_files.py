@@ -1,6 +1,7 @@
 """Output files that are either complete or absent, never half written."""
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -13,12 +14,22 @@ def _new_file_mode():
     return 0o666 & ~umask
 
 
+def _remove_stale_temporaries(path):
+    """Delete the temporary files of `path` that a killed writer left (SIGKILL skips the
+    clean-up below); mkstemp names them `.<stem>.<8 random characters>.partial<suffix>`."""
+    pattern = f".{glob.escape(path.stem)}.{'?' * 8}.partial{glob.escape(path.suffix)}"
+    for stale in path.parent.glob(pattern):
+        stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path`, with the same suffix (writers such as
-    OpenCV's pick the format by it); it replaces `path` only if the block succeeds."""
+    OpenCV's pick the format by it); it replaces `path` only if the block succeeds.
+    A killed writer leaves no `path`, and the next write of `path` removes its temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
     os.close(handle)
     try:
