@@ -591,8 +591,8 @@ class _Scene:
         first, second = (textures[k, top : top + height, left : left + width] for k in self.textures)
         luminance = first + second
         luminance += (self.row_shading[top : top + height, None] * light // _GAIN_ONE).astype(np.int16)
-        colours = (self.column_colours[left : left + width].T * light // _GAIN_ONE).astype(np.int16)
-        # Channel by channel: numpy broadcasts along a last axis of 3 many times slower than along rows.
+        colours = (self.column_colours[left : left + width].T * light // _GAIN_ONE).astype(np.int16, order="C")
+        # Channel by channel, each one contiguous: numpy broadcasts along a last axis of 3 many times slower.
         channels = luminance[None, :, :] + colours[:, None, :]
         np.clip(channels, 0, 255, out=channels)
         canvas = np.empty((height, width, 3), dtype=np.uint8)
@@ -645,10 +645,11 @@ def _box_mean(values, length, axis):
     before = length // 2
     padding = [(0, 0)] * values.ndim
     padding[axis] = (before, length - 1 - before)
-    padded = np.pad(values, padding, mode="edge").astype(np.int32)
+    # int16 holds the sums: at most 16 neighbours (textures) of pixels up to 255, or 7 (motion blur).
+    padded = np.pad(values, padding, mode="edge").astype(np.int16)
     size = values.shape[axis]
     window = [slice(None)] * values.ndim
-    total = np.zeros(values.shape, dtype=np.int32)
+    total = np.zeros(values.shape, dtype=np.int16)
     for shift in range(length):
         window[axis] = slice(shift, shift + size)
         total += padded[tuple(window)]
