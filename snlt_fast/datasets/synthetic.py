@@ -95,9 +95,6 @@ class SceneObject:
     size: str
     role: str
 
-    def attribute(self, name):
-        return getattr(self, name)
-
 
 class RenderedFrames(Sequence):
     """Where each frame of a synthetic video comes from: "synthetic://<kind>/<seed>/<video>/<frame>"."""
@@ -177,7 +174,7 @@ class SyntheticVideo(Video):
             boxes=boxes,
             frame_paths=RenderedFrames(kind, seed, index, frames),
             absent=self.out_of_view | self.full_occlusion,
-            sentence=_sentence(rng, self.objects[0], self.named_attributes, scene.start_centre(0), size),
+            sentence=_sentence(rng, self.objects[0], self.named_attributes, scene.centres[0, 0], size),
             source=f"SyntheticNL(seed={seed}, kind={kind!r}, size={size[0]}x{size[1]}), video {index}",
         )
 
@@ -196,7 +193,7 @@ class SyntheticVideo(Video):
 
 def _choose_objects(rng, kind):
     """(objects, named attributes): the target, its look-alikes (distractor kind) and the others."""
-    target = SceneObject(_pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, PATTERNS), _pick(rng, tuple(SIZE_RANGES)), "target")
+    target = _random_object(rng, "target")
     look_alikes = []
     if kind == "distractor":
         # A plain target's pattern twin would be striped or dotted all over: far from a look-alike.
@@ -210,11 +207,15 @@ def _choose_objects(rng, kind):
     others = []
     for _ in range(rng.integers(1, 3) if kind == "distractor" else rng.integers(2, 5)):
         while True:
-            other = SceneObject(_pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, PATTERNS), _pick(rng, tuple(SIZE_RANGES)), "other")
+            other = _random_object(rng, "other")
             if _is_other_enough(other, target, kind, named):
                 break
         others.append(other)
-    return (target, *look_alikes, *others), {name: target.attribute(name) for name in named}
+    return (target, *look_alikes, *others), {name: getattr(target, name) for name in named}
+
+
+def _random_object(rng, role):
+    return SceneObject(_pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, PATTERNS), _pick(rng, tuple(SIZE_RANGES)), role)
 
 
 def _pick(rng, options):
@@ -242,7 +243,7 @@ def _is_other_enough(other, target, kind, named):
     """Plain scenes: clearly different (shape and a far colour); distractor scenes: not sharing every named attribute."""
     if kind == "plain":
         return other.shape != target.shape and other.colour not in (target.colour, *_neighbour_colours(target.colour))
-    return any(other.attribute(name) != target.attribute(name) for name in named)
+    return any(getattr(other, name) != getattr(target, name) for name in named)
 
 
 def _sentence(rng, target, named, start_centre, size):
@@ -514,9 +515,6 @@ class _Scene:
             self.blur_axis[start:stop] = rng.integers(2)
 
     # ----------------------------------------------------------------- annotations
-
-    def start_centre(self, obj):
-        return self.centres[obj, 0]
 
     def target_annotations(self):
         """(boxes, out_of_view, full_occlusion) of the target, as the module docstring defines them."""
