@@ -268,3 +268,31 @@ def test_samples_without_a_sentence_add_nothing_and_never_a_nan():
     assert torch.isfinite(total)
     assert all(torch.isfinite(t.grad).all() for t in outputs.values())
     assert float(outputs["nl_cls"].grad.abs().sum()) == 0
+
+
+def _skip_agreement_rank(rank, rendezvous, results):
+    import torch.distributed as dist
+
+    from snlt_fast.training.distributed import average_and_any
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        # Rank 0's loss went bad (NaN); rank 1's is fine.
+        values = torch.tensor([math.nan if rank == 0 else 2.0, float(rank)])
+        averaged, skipped = average_and_any(values, flag=rank == 0, world_size=2)
+        results.put((rank, skipped, float(averaged[1])))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_bad_loss_on_one_rank_skips_the_step_on_every_rank_without_a_hang(tmp_path):
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_skip_agreement_rank, args=(rank, tmp_path / "rendezvous", results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert all(process.exitcode == 0 for process in processes), [process.exitcode for process in processes]
+    answers = sorted(results.get(timeout=5) for _ in processes)
+    assert answers == [(0, True, 0.5), (1, True, 0.5)]

@@ -69,6 +69,14 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def average_and_any(values, flag, world_size):
+    """(values averaged over the ranks, whether any rank raised `flag`), in one collective
+    call that every rank makes once per step, whatever its own loss was: a rank whose loss
+    went bad never leaves the others waiting in a call it skipped."""
+    reduced = all_reduce_sum(torch.cat([values.double(), values.new_tensor([float(flag)], dtype=torch.float64)]))
+    return reduced[:-1] / world_size, bool(reduced[-1] > 0)
+
+
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch across all ranks.
 
@@ -124,4 +132,4 @@ def wrap(model, context, device):
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
-__all__ = ["Context", "SyncBatchNorm2d", "all_reduce_sum", "convert_batchnorm", "init", "shutdown", "wrap"]
+__all__ = ["Context", "SyncBatchNorm2d", "all_reduce_sum", "average_and_any", "convert_batchnorm", "init", "shutdown", "wrap"]

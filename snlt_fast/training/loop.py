@@ -194,10 +194,8 @@ class Trainer:
         else:
             total.backward()
         values = torch.stack([total.detach(), *(terms[name].detach() for name in LOSS_NAMES)]).double()
-        bad = (~torch.isfinite(values[0]) | (values[0] > loss_config["skip_above"])).double()
-        reduced = distributed.all_reduce_sum(torch.cat([values, bad[None]]).cpu())
-        values = reduced[:-1] / self.context.world_size
-        skipped = bool(reduced[-1] > 0)
+        bad = bool(~torch.isfinite(values[0]) | (values[0] > loss_config["skip_above"]))
+        values, skipped = distributed.average_and_any(values.cpu(), bad, self.context.world_size)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
