@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from snlt_fast.datasets import Dataset, Video
+from snlt_fast.datasets import Dataset, Video, open_training_dataset
 from snlt_fast.training import config as config_module
 from snlt_fast.training.augmentation import Augmentation, augmented_crop, box_center_size, context_side
 from snlt_fast.training.config import ConfigError, load_config
@@ -17,6 +17,7 @@ from snlt_fast.training.optim import epoch_lr, part_of, trains
 from snlt_fast.training.sampler import PairSampler, sample_rng
 from snlt_fast.ops.anchor_targets import AnchorTargets
 
+from conftest import requires_minilm
 from training_helpers import tiny_config
 
 # pysot's per-epoch learning rates of siamrpn_r50_l234_dwxcorr_8gpu (warm-up, then log decay).
@@ -296,3 +297,41 @@ def test_a_bad_loss_on_one_rank_skips_the_step_on_every_rank_without_a_hang(tmp_
     assert all(process.exitcode == 0 for process in processes), [process.exitcode for process in processes]
     answers = sorted(results.get(timeout=5) for _ in processes)
     assert answers == [(0, True, 0.5), (1, True, 0.5)]
+
+
+def test_batches_are_the_same_with_loader_workers(tmp_path):
+    from snlt_fast.training.data import PairDataset, RunBatches, loader
+
+    config = load_config(tiny_config(tmp_path))
+    sources = [open_training_dataset("lasot", config["data"]["datasets"][0]["root"])]
+    dataset = PairDataset(sources, config["data"], config["seed"])
+    batches = [list(loader(dataset, RunBatches(3, 1, 3), workers)) for workers in (0, 2)]
+    for plain, parallel in zip(*batches):
+        assert plain["index"] == parallel["index"] == list(range(plain["index"][0], plain["index"][0] + 3))
+        assert torch.equal(plain["search"], parallel["search"]) and torch.equal(plain["box"], parallel["box"])
+        assert plain["sentence"] == parallel["sentence"]
+
+
+def test_the_language_encoder_stays_frozen_by_default(tmp_path):
+    from snlt_fast.training.loop import build_training_model
+    from snlt_fast.training.optim import set_trainable
+
+    config = load_config(tiny_config(tmp_path))
+    model = build_training_model(config)
+    trainable = set_trainable(model, 0, config["model"])
+    assert model.language.encoder.frozen and "language.projection.weight" in trainable
+
+
+@requires_minilm
+def test_the_language_encoder_trains_when_asked(tmp_path):
+    from snlt_fast.training.loop import build_training_model
+    from snlt_fast.training.optim import build_optimizer, set_trainable
+
+    config = load_config(tiny_config(tmp_path), ["model.language=minilm", "model.train_language_encoder=true"])
+    model = build_training_model(config)
+    trainable = set_trainable(model, 0, config["model"])
+    encoder = {name for name, _ in model.named_parameters() if name.startswith("language.encoder.")}
+    assert encoder and encoder <= trainable and not model.language.encoder.frozen
+    assert model.language.encoder.training
+    optimised = {id(p) for group in build_optimizer(model, config).param_groups for p in group["params"]}
+    assert all(id(p) in optimised for name, p in model.named_parameters() if name in encoder)

@@ -78,6 +78,7 @@ SCHEMA = {
         "backbone_layers": Field(list, []),
         "backbone_lr_scale": Field(float, 1.0),
         "sync_batchnorm": Field(bool, True),
+        "train_language_encoder": Field(bool, False),
     },
     "data": {
         "datasets": Field(list, []),

@@ -53,6 +53,10 @@ def build_training_model(config):
         raise TrainingError(f"model: {' '.join(str(error).split())}") from None
     if model_config["init_from"]:
         _initialise_from(model, model_config["init_from"])
+    if model_config["train_language_encoder"]:
+        if model.language is None:
+            raise TrainingError(f"model.train_language_encoder: a {model.arch} model has no sentence encoder")
+        model.language.encoder.unfreeze()
     return model
 
 
@@ -138,13 +142,19 @@ class Trainer:
         if path is None:
             raise TrainingError(f"--resume: no checkpoint in {state.checkpoint_dir(self.run_dir)}")
         payload = state.load_training_checkpoint(path)
-        saved = {k: v for k, v in payload["config"].items()}
+        saved = payload["config"]
         for key in ("model", "data", "targets", "loss", "optimizer", "schedule", "seed"):
             if saved[key] != self.config[key]:
                 raise TrainingError(
                     f"--resume: the config's {key} differs from the one {path.name} was trained with "
                     f"(see {self.run_dir / 'config.yaml'}); resume with that config"
                 )
+        global_batch = self.config["train"]["batch_size"] * self.context.world_size
+        if payload["sampler"]["global_batch"] != global_batch:
+            raise TrainingError(
+                f"--resume: {path.name} was trained with a global batch of {payload['sampler']['global_batch']} "
+                f"samples, this run has {global_batch} (processes x train.batch_size): resume with the same"
+            )
         missing, unexpected = self.model.load_state_dict(payload["model"], strict=False)
         missing = [k for k in missing if not k.startswith(ENCODER_PREFIX)]
         if missing or unexpected:
@@ -156,8 +166,10 @@ class Trainer:
         self.start_step = payload["step"]
 
     def _model_state(self):
+        """The weights a checkpoint keeps: a frozen sentence encoder's come from its own files."""
+        keep_encoder = self.config["model"]["train_language_encoder"]
         model_state = self.model.state_dict()
-        return {k: v.detach().cpu() for k, v in model_state.items() if not k.startswith(ENCODER_PREFIX)}
+        return {k: v.detach().cpu() for k, v in model_state.items() if keep_encoder or not k.startswith(ENCODER_PREFIX)}
 
     # ------------------------------------------------------------------ one step
 
@@ -265,7 +277,10 @@ class Trainer:
                         bar.set_postfix(loss=row["loss"], lr=row["lr"], samples_per_s=row["samples_per_s"], refresh=False)
                     epoch_end = step % train["steps_per_epoch"] == 0
                     if step % train["checkpoint_every"] == 0 or epoch_end or step == self.end_step:
-                        state.save_training_checkpoint(self.run_dir, step, epoch, self._model_state(), self.optimizer, self.scaler, config)
+                        state.save_training_checkpoint(
+                            self.run_dir, step, epoch, self._model_state(), self.optimizer, self.scaler, config,
+                            context.world_size,
+                        )
             if context.is_main and step == self.total_steps:
                 return save_checkpoint(self.model, self.run_dir / "final.pth")
             return None

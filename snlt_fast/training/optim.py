@@ -6,7 +6,8 @@ Parts (config `model.frozen` lists those that never train):
   visual_head          the RPN's visual branches and their level weights
   language_head        the RPN's language branches (nl_*) and their level weights
   language_projection  the learned map from sentence embeddings to kernels
-The sentence encoder itself stays frozen (its embeddings cached per sentence).
+The sentence encoder stays frozen (its embeddings cached per sentence) unless
+`model.train_language_encoder` is set; then it trains with the other parts.
 
 The backbone trains from epoch `model.backbone_from_epoch`, all of it or only the
 submodules named in `model.backbone_layers` (pysot: layer2-4 from epoch 10), at
@@ -26,13 +27,13 @@ LANGUAGE_HEAD = re.compile(r"rpn_head\.(rpn\d+\.)?nl_")
 
 
 def part_of(name):
-    """The part (see the module docstring) of parameter `name`, None for the sentence encoder."""
+    """The part (see the module docstring) of parameter `name`; "language_encoder" for the sentence encoder's."""
     if name.startswith("backbone."):
         return "backbone"
     if name.startswith("neck."):
         return "neck"
     if name.startswith("language.encoder."):
-        return None
+        return "language_encoder"
     if name.startswith("language."):
         return "language_projection"
     return "language_head" if LANGUAGE_HEAD.match(name) else "visual_head"
@@ -41,7 +42,9 @@ def part_of(name):
 def trains(name, epoch, model_config):
     """Whether parameter `name` trains in `epoch`."""
     part = part_of(name)
-    if part is None or part in model_config["frozen"]:
+    if part == "language_encoder":
+        return model_config["train_language_encoder"]
+    if part in model_config["frozen"]:
         return False
     if part != "backbone":
         return True
@@ -64,18 +67,20 @@ def set_trainable(model, epoch, model_config):
         own = [f"{module_name}.{n}" if module_name else n for n, _ in module.named_parameters()]
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and own and not trainable.intersection(own):
             module.eval()
-    if model.language is not None:
+    if model.language is not None and model.language.encoder.frozen:
         model.language.encoder.eval()
     return trainable
 
 
 def build_optimizer(model, config):
-    """The optimiser over every parameter but the sentence encoder's: backbone group first."""
+    """The optimiser over the parameters that may train (the sentence encoder's only when it
+    trains): backbone group first."""
     backbone, rest = [], []
     for name, parameter in model.named_parameters():
         part = part_of(name)
-        if part is not None:
-            (backbone if part == "backbone" else rest).append(parameter)
+        if part == "language_encoder" and not config["model"]["train_language_encoder"]:
+            continue
+        (backbone if part == "backbone" else rest).append(parameter)
     lr = config["schedule"]["lr"]
     groups = [
         {"params": backbone, "lr": lr * config["model"]["backbone_lr_scale"], "lr_scale": config["model"]["backbone_lr_scale"]},

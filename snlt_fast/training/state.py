@@ -59,11 +59,14 @@ def restore_rng_states(states):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_training_checkpoint(run_dir, step, epoch, model_state, optimizer, scaler, config):
+def save_training_checkpoint(run_dir, step, epoch, model_state, optimizer, scaler, config, world_size):
+    global_batch = config["train"]["batch_size"] * world_size
     payload = {
         "format": TRAINING_FORMAT,
         "step": step,
         "epoch": epoch,
+        # The sampler's position: samples are numbered, and the next step starts here.
+        "sampler": {"next_sample": step * global_batch, "global_batch": global_batch},
         "model": model_state,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
