@@ -2,6 +2,12 @@
 sentences, the two kinds, and `snlt data synth`'s LaSOT layout and errors."""
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +18,7 @@ from snlt_fast.datasets import LaSOT, SyntheticNL
 from snlt_fast.datasets import synthetic
 from snlt_fast.datasets.synthetic import COLOURS, HELD_OUT_SEED_START, TRAINING_SEEDS
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = (128, 96)
 
 
@@ -250,6 +257,23 @@ def test_synth_killed_midway_leaves_no_dataset_folder(tmp_path, monkeypatch):
     out = tmp_path / "synthetic"
     assert main(["data", "synth", "--out", str(out), "--videos", "2", "--frames", "4", "--size", "64x64"]) == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_sigkilled_leaves_no_dataset_folder_and_the_next_run_cleans_up(tmp_path):
+    out = tmp_path / "synthetic"
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "snlt_fast", "data", "synth", "--out", str(out), "--videos", "500", "--frames", "50"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".synthetic.*.partial/*/*/img/*.jpg")):
+        assert process.poll() is None, process.communicate()[1].decode()
+        assert time.monotonic() < deadline, "no frame written in two minutes"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    assert main(["data", "synth", "--out", str(out), "--videos", "1", "--frames", "2", "--size", "64x64"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,11 @@
 line), `full_occlusion.txt` and `out_of_view.txt` (one line of 0/1 flags) and
 `nlp.txt` (the sentence), so that `snlt_fast.datasets.LaSOT(DIR)` reads it. The
 dataset is written into a hidden folder next to DIR and renamed to DIR only when
-complete, so a run that fails or is killed leaves no half-written DIR.
+complete, so a run that fails or is killed leaves no half-written DIR (and the next
+run for DIR removes the hidden folder a killed one left).
 """
 
+import glob
 import os
 import re
 import shutil
@@ -72,6 +74,10 @@ def synth_command(args):
 
 
 def _write_atomically(dataset, out):
+    # SIGKILL skips the clean-up below: the next write of `out` removes what a killed one left,
+    # mkdtemp's `.<name>.<8 random characters>.partial` folders.
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.{'?' * 8}.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
     temporary = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         for video in dataset:
