@@ -411,6 +411,7 @@ class _Scene:
             ):
                 break
         self.geometry = boxes
+        self.box_lists = boxes.tolist()  # [object][frame] -> [x, y, w, h] as Python ints: per-frame reads are cheaper
         self.centres = centres
         # Back to front; a look-alike passes in front of the target or behind it.
         depth = rng.uniform(0, 1, count)
@@ -523,22 +524,29 @@ class _Scene:
         full_occlusion = np.zeros(self.frames, dtype=bool)
         image = (0, 0, self.width, self.height)
         for index in range(self.frames):
-            x, y, w, h = self.geometry[0, index]
-            window = _intersection((x, y, x + w, y + h), image)
-            mask = self.mask_in(0, index, window, visible=False) if window else None
-            if mask is None or not mask.any():
-                out_of_view[index] = True
-                boxes[index] = (x + 1, y + 1, w, h)
-                continue
-            if window == (x, y, x + w, y + h):
-                boxes[index] = (x + 1, y + 1, w, h)
-            else:
+            x, y, w, h = self.box_lists[0][index]
+            whole = (x, y, x + w, y + h)
+            window = _intersection(whole, image)
+            boxes[index] = (x + 1, y + 1, w, h)
+            if window != whole:  # partly or wholly outside the image: the pixels inside decide
+                mask = self.mask_in(0, index, window, visible=False) if window else None
+                if mask is None or not mask.any():
+                    out_of_view[index] = True
+                    continue
                 rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
                 boxes[index] = (
                     window[0] + columns[0] + 1, window[1] + rows[0] + 1, columns[-1] - columns[0] + 1, rows[-1] - rows[0] + 1
                 )
-            full_occlusion[index] = not self.mask_in(0, index, window, visible=True).any()
+            if self._something_in_front(0, index, window):
+                full_occlusion[index] = not self.mask_in(0, index, window, visible=True).any()
         return boxes, out_of_view, full_occlusion
+
+    def _something_in_front(self, obj, index, window):
+        """Whether any object drawn after `obj`, or the pillar, reaches into `window` in frame `index`."""
+        in_front = self.draw_order[self.draw_order.index(obj) + 1 :]
+        if any(_intersection(_corners(self.box_lists[other][index]), window) for other in in_front):
+            return True
+        return self.pillar is not None and _intersection((self.pillar[0], 0, self.pillar[0] + self.pillar[1], self.height), window) is not None
 
     def mask_in(self, obj, index, window, visible):
         """(y1 - y0, x1 - x0) bool: object `obj`'s pixels in the image window (x0, y0, x1, y1) of frame `index`;
@@ -558,7 +566,7 @@ class _Scene:
 
     def _add_shape(self, mask, obj, index, window):
         """Mark object `obj`'s shape pixels in `mask`, which covers `window` of the image."""
-        x, y, w, h = (int(v) for v in self.geometry[obj, index])
+        x, y, w, h = self.box_lists[obj][index]
         overlap = _intersection((x, y, x + w, y + h), window)
         if overlap:
             ax0, ay0, ax1, ay1 = overlap
@@ -599,7 +607,7 @@ class _Scene:
         return canvas
 
     def _paint(self, canvas, obj, index, image):
-        x, y, w, h = (int(v) for v in self.geometry[obj, index])
+        x, y, w, h = self.box_lists[obj][index]
         overlap = _intersection((x, y, x + w, y + h), image)
         if not overlap:
             return
@@ -652,6 +660,12 @@ def _box_mean(values, length, axis):
         window[axis] = slice(shift, shift + size)
         total += padded[tuple(window)]
     return (total + length // 2) // length
+
+
+def _corners(box):
+    """x0, y0, x1, y1 of an x, y, w, h box."""
+    x, y, w, h = box
+    return x, y, x + w, y + h
 
 
 def _intersection(box, window):
