@@ -27,9 +27,11 @@ the image) or fully occluded (its box is as for a visible frame).
 
 Frames are never stored: a video keeps its per-frame parameters (positions,
 sizes, colours, lighting, camera offset, blur), computed at construction, and
-`frame(i)` renders frame i alone. Pixels and boxes are integer arithmetic on
-values drawn from numpy's PCG64 generator seeded with (seed, video index,
-kind), so they are the same on every machine.
+`frame(i)` renders frame i alone. Every value comes from numpy's PCG64
+generator seeded with (seed, video index, kind) through uniform draws,
+correctly rounded float operations (no sin, exp or other library functions,
+which may differ in the last bit between machines) and integer pixel
+arithmetic, so pixels and boxes are the same on every machine.
 
 Seeds: TRAINING_SEEDS (0 to 999_999) are for training; HELD_OUT_SEED_START
 (1_000_000) and above are held out for evaluation, and the default model is
@@ -491,8 +493,8 @@ class _Scene:
         self.camera = np.stack([_round(_curve(rng, frames, 0, 2 * pad, rng.integers(20, 60))) for _ in range(2)], axis=1)
 
     def _choose_pillar(self, rng):
-        """Half the videos have a pillar, standing where the target passes at some later frame, wide
-        enough to hide it whole; it hides whatever passes behind it."""
+        """Up to half the videos have a pillar, standing where the target passes at some later frame
+        (away from where it starts), wide enough to hide it whole; it hides whatever passes behind it."""
         self.pillar = None
         if rng.random() >= 0.5 or self.frames < 3:
             return
