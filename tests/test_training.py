@@ -86,7 +86,8 @@ def test_parts_train_as_pysot_unfreezes_them():
     assert part_of("rpn_head.nl_loc_weight") == "language_head"
     assert part_of("rpn_head.rpn3.cls.conv_kernel.0.weight") == "visual_head"
     assert part_of("language.projection.weight") == "language_projection"
-    assert part_of("language.encoder.model.embeddings.word_embeddings.weight") is None
+    assert part_of("language.encoder.model.embeddings.word_embeddings.weight") == "language_encoder"
+    assert not trains("language.encoder.model.embeddings.word_embeddings.weight", 0, model)
     assert not trains("backbone.layer2.0.conv1.weight", 9, model)
     assert trains("backbone.layer2.0.conv1.weight", 10, model)
     assert not trains("backbone.layer1.0.conv1.weight", 10, model)
