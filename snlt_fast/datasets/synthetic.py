@@ -338,13 +338,36 @@ def _appearance_masks(shape, pattern, width, height):
 # --------------------------------------------------------------------------- per-frame parameters
 
 
+# Floats go through numpy's element-wise operations only, each correctly rounded on every machine:
+# C loops such as np.interp's or Generator.uniform's compute a * b + c, which a compiler may fuse
+# into one multiply-add (rounded once) on some machines and not on others.
+
+
+def _uniform(rng, low, high, size=None):
+    """Uniform draws in [low, high): the generator's doubles, scaled by separate numpy operations."""
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    return low + (high - low) * rng.random(size if size is not None else low.shape)
+
+
+def _knots_count(frames, spacing):
+    """Knots at 0, spacing, 2 spacing, ..., enough to reach past the last frame."""
+    return (frames - 1) // spacing + 2
+
+
+def _linear_between(values, spacing, frames):
+    """(frames,) float64: linear between values[k] at frame k * spacing."""
+    frame = np.arange(frames)
+    knot = frame // spacing
+    fraction = (frame - knot * spacing) / spacing
+    return values[knot] + (values[knot + 1] - values[knot]) * fraction
+
+
 def _curve(rng, frames, low, high, spacing, start=None):
-    """(frames,) float64: piecewise-linear between random knots about `spacing` frames apart."""
-    knots = np.arange(0, frames + spacing, spacing, dtype=np.float64)
-    values = rng.uniform(low, high, len(knots))
+    """(frames,) float64: piecewise-linear between random knots `spacing` frames apart."""
+    values = _uniform(rng, low, high, _knots_count(frames, spacing))
     if start is not None:
         values[0] = start
-    return np.interp(np.arange(frames, dtype=np.float64), knots, values)
+    return _linear_between(values, spacing, frames)
 
 
 def _reflect(values, low, high):
@@ -369,7 +392,7 @@ class _Scene:
         self.frames, (self.width, self.height) = frames, size
         self.objects = objects
         side = min(size)
-        self.base_sizes = np.array([rng.uniform(*SIZE_RANGES[o.size]) * side for o in objects])
+        self.base_sizes = np.array([_uniform(rng, *SIZE_RANGES[o.size]) * side for o in objects])
         # A look-alike of the target's size class has the target's first-frame size exactly.
         same_size = [k for k, o in enumerate(objects) if o.role == "look-alike" and o.size == objects[0].size]
         self.base_sizes[same_size] = self.base_sizes[0]
@@ -416,17 +439,17 @@ class _Scene:
         self.box_lists = boxes.tolist()  # [object][frame] -> [x, y, w, h] as Python ints: per-frame reads are cheaper
         self.centres = centres
         # Back to front; a look-alike passes in front of the target or behind it.
-        depth = rng.uniform(0, 1, count)
+        depth = rng.random(count)
         self.draw_order = tuple(int(k) for k in np.argsort(depth, kind="stable"))
 
     def _target_path(self, rng, largest):
         """The target starts in the middle half of the frame; some targets may wander out of view."""
-        start = rng.uniform((0.25 * self.width, 0.25 * self.height), (0.75 * self.width, 0.75 * self.height))
+        start = _uniform(rng, (0.25 * self.width, 0.25 * self.height), (0.75 * self.width, 0.75 * self.height))
         margin = -largest if rng.random() < 0.35 else largest / 2 + 2
         return self._moving(rng, start, margin, 0.012)
 
     def _wander(self, rng, largest):
-        start = rng.uniform((largest / 2, largest / 2), (self.width - largest / 2, self.height - largest / 2))
+        start = _uniform(rng, (largest / 2, largest / 2), (self.width - largest / 2, self.height - largest / 2))
         return self._moving(rng, start, largest / 2, 0.015)
 
     def _moving(self, rng, start, margin, speed):
@@ -447,11 +470,11 @@ class _Scene:
         along = int(rng.integers(2))
         extents = (widths, heights)
         clear = (extents[along][0] + extents[along][1]) / 2 + 4  # far enough apart not to touch
-        spacing = rng.integers(12, 30)
-        knots = np.arange(0, self.frames + spacing, spacing, dtype=np.float64)
-        sides = np.where(np.arange(len(knots)) % 2 == 0, 1.0, -1.0) * (1 if rng.random() < 0.5 else -1)
+        spacing = int(rng.integers(12, 30))
+        count = _knots_count(self.frames, spacing)
+        sides = np.where(np.arange(count) % 2 == 0, 1.0, -1.0) * (1 if rng.random() < 0.5 else -1)
         offsets = np.empty((self.frames, 2))
-        offsets[:, along] = np.interp(np.arange(self.frames), knots, sides * rng.uniform(1.1, 1.8, len(knots)) * clear)
+        offsets[:, along] = _linear_between(sides * _uniform(rng, 1.1, 1.8, count) * clear, spacing, self.frames)
         across = 0.3 * extents[1 - along][0]
         offsets[:, 1 - along] = _curve(rng, self.frames, -across, across, spacing)
         return offsets
