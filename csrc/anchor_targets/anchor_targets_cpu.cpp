@@ -1,12 +1,14 @@
 // CPU kernel of anchor_targets: torch's threads take whole samples. Per sample:
-//   1. one vectorized pass writes every cell's IoU, dx, dy and candidate label;
-//   2. dw and dh, the log recomputed only when the anchor's size changes (the anchors of
-//      one index share a size across the map: once per anchor index);
+//   1. one vectorized pass writes every cell's IoU, dx and dy, and its candidate label into
+//      an int32 per cell (the labels' int64s are written once, at the end);
+//   2. dw and dh, the log taken once per anchor plane whose anchors share a size (pysot's
+//      do), else once per run of equal sizes;
 //   3. one vectorized pass writes every cell's selection key;
 //   4. per label, the keep-th smallest rank among the candidates whose key is below a
 //      cut-off that about 2 * keep + 32 of them pass (all of them, in the rare draw where
 //      fewer than keep pass): exact, as every candidate left out has a larger key;
-//   5. one vectorized pass drops the candidates above it and weights the kept positives.
+//   5. one vectorized pass writes the labels, the candidates above it dropped, and the
+//      weights of the kept positives.
 #include <algorithm>
 #include <array>
 #include <vector>
@@ -39,19 +41,25 @@ struct SampleOutputs {
   float* iou;
 };
 
-// Writes every cell's IoU, dx, dy and candidate label; returns the candidates of each label (0, 1).
+// A thread's scratch for one sample at a time.
+struct Scratch {
+  std::vector<int32_t> candidates;  // per cell: the label it is a candidate for, or -1
+  std::vector<uint32_t> keys;
+  std::vector<int64_t> ranks;
+};
+
+// Returns how many cells are candidates of each label (0, 1).
 ANCHOR_TARGETS_VECTORIZED
 std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells, const Box& box, double positive_iou,
-                                           double negative_iou, const SampleOutputs& out) {
+                                           double negative_iou, int32_t* candidates, const SampleOutputs& out) {
   const double *ax = anchors.cx, *ay = anchors.cy, *aw = anchors.w, *ah = anchors.h;
-  int64_t* labels = out.labels;
   float *dx = out.deltas, *dy = dx + cells, *iou_out = out.iou;
   int64_t negatives = 0, positives = 0;
   for (int64_t n = 0; n < cells; ++n) {
     const double overlap_ratio = iou({ax[n], ay[n], aw[n], ah[n]}, box);
     const bool positive = overlap_ratio > positive_iou, negative = overlap_ratio < negative_iou;
     iou_out[n] = static_cast<float>(overlap_ratio);
-    labels[n] = positive ? 1 : (negative ? 0 : -1);
+    candidates[n] = static_cast<int32_t>(positive ? 1 : (negative ? 0 : -1));
     dx[n] = static_cast<float>((box.cx - ax[n]) / aw[n]);
     dy[n] = static_cast<float>((box.cy - ay[n]) / ah[n]);
     positives += positive;
@@ -60,16 +68,30 @@ std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells
   return {negatives, positives};
 }
 
-// log(size / anchor_size[n]) for every cell, computed again only where the anchor size changes.
-void log_ratios(const double* anchor_sizes, int64_t cells, double size, float* out) {
-  double last = NAN;
-  float value = 0.0f;
-  for (int64_t n = 0; n < cells; ++n) {
-    if (!(anchor_sizes[n] == last)) {
-      last = anchor_sizes[n];
-      value = static_cast<float>(log_float64(size / last));
+ANCHOR_TARGETS_VECTORIZED
+bool all_equal(const double* values, int64_t count, double value) {
+  int64_t differing = 0;
+  for (int64_t n = 0; n < count; ++n) differing += values[n] != value;
+  return differing == 0;
+}
+
+// log(size / anchor_sizes[n]) for every cell of the anchor planes of `plane` cells.
+void log_ratios(const double* anchor_sizes, int64_t cells, int64_t plane, double size, float* out) {
+  for (int64_t start = 0; start < cells; start += plane) {
+    const double* sizes = anchor_sizes + start;
+    if (all_equal(sizes, plane, sizes[0])) {
+      std::fill(out + start, out + start + plane, static_cast<float>(log_float64(size / sizes[0])));
+      continue;
     }
-    out[n] = value;
+    double last = NAN;
+    float value = 0.0f;
+    for (int64_t n = 0; n < plane; ++n) {
+      if (!(sizes[n] == last)) {
+        last = sizes[n];
+        value = static_cast<float>(log_float64(size / last));
+      }
+      out[start + n] = value;
+    }
   }
 }
 
@@ -87,21 +109,24 @@ struct Selection {
   int64_t kept[2];
 };
 
-Selection select(const int64_t* labels, const uint32_t* keys, int64_t cells, const std::array<int64_t, 2>& candidates,
-                 const int64_t (&keep)[2], std::vector<int64_t>& ranks) {
+Selection select(int64_t cells, const std::array<int64_t, 2>& candidate_counts, const int64_t (&keep)[2],
+                 Scratch& scratch) {
+  const int32_t* candidates = scratch.candidates.data();
+  const uint32_t* keys = scratch.keys.data();
+  std::vector<int64_t>& ranks = scratch.ranks;
   Selection selection;
   for (int label = 0; label < 2; ++label) {
     int64_t& largest = selection.largest[label];
     largest = keep[label] == 0 ? -1 : INT64_MAX;
-    selection.kept[label] = std::min(candidates[label], keep[label]);
-    if (keep[label] == 0 || candidates[label] <= keep[label]) continue;
-    // About 2 * keep + 32 keys of the candidates' uniform 32-bit keys fall below the cut-off.
-    const double share = static_cast<double>(2 * keep[label] + 32) / static_cast<double>(candidates[label]);
+    selection.kept[label] = std::min(candidate_counts[label], keep[label]);
+    if (keep[label] == 0 || candidate_counts[label] <= keep[label]) continue;
+    // About 2 * keep + 32 of the candidates' uniform 32-bit keys fall below the cut-off.
+    const double share = static_cast<double>(2 * keep[label] + 32) / static_cast<double>(candidate_counts[label]);
     const uint32_t cutoff = share >= 1.0 ? UINT32_MAX : static_cast<uint32_t>(share * 4294967296.0);
     for (uint32_t bound : {cutoff, static_cast<uint32_t>(UINT32_MAX)}) {
       ranks.clear();
       for (int64_t n = 0; n < cells; ++n) {
-        if (labels[n] == label && keys[n] <= bound) ranks.push_back(rank_of(keys, n));
+        if (candidates[n] == label && keys[n] <= bound) ranks.push_back(rank_of(keys, n));
       }
       if (static_cast<int64_t>(ranks.size()) >= keep[label]) break;
     }
@@ -112,67 +137,74 @@ Selection select(const int64_t* labels, const uint32_t* keys, int64_t cells, con
 }
 
 ANCHOR_TARGETS_VECTORIZED
-void drop_and_weight(const uint32_t* keys, int64_t cells, const int64_t (&largest)[2], float weight,
-                     const SampleOutputs& out) {
+void write_labels(const int32_t* candidates, const uint32_t* keys, int64_t cells, const Selection& selection,
+                  float weight, const SampleOutputs& out) {
   int64_t* labels = out.labels;
   float* delta_weights = out.delta_weights;
-  const int64_t largest_negative = largest[0], largest_positive = largest[1];
+  const int64_t largest_negative = selection.largest[0], largest_positive = selection.largest[1];
   for (int64_t n = 0; n < cells; ++n) {
-    const int64_t label = labels[n];
-    const int64_t bound = label == 1 ? largest_positive : largest_negative;
-    const int64_t kept = label >= 0 && rank_of(keys, n) <= bound ? label : -1;
-    labels[n] = kept;
-    delta_weights[n] = kept == 1 ? weight : 0.0f;
+    const int64_t candidate = candidates[n];
+    const int64_t bound = candidate == 1 ? largest_positive : largest_negative;
+    const int64_t label = candidate >= 0 && rank_of(keys, n) <= bound ? candidate : -1;
+    labels[n] = label;
+    delta_weights[n] = label == 1 ? weight : 0.0f;
   }
 }
 
-void fill(int64_t cells, float delta_and_iou, const SampleOutputs& out) {
-  std::fill(out.labels, out.labels + cells, int64_t{-1});
+void fill_values(int64_t cells, float delta_and_iou, const SampleOutputs& out) {
   std::fill(out.deltas, out.deltas + 4 * cells, delta_and_iou);
-  std::fill(out.delta_weights, out.delta_weights + cells, 0.0f);
   std::fill(out.iou, out.iou + cells, delta_and_iou);
 }
 
 // Negative pair: the anchors of the 7x7 cells around the box centre's cell become candidates
-// (label 0); returns the candidates of each label.
-std::array<int64_t, 2> negative_pair_cells(const Inputs& in, const Box& box, const SampleOutputs& out) {
+// (label 0); returns how many cells are candidates of each label.
+std::array<int64_t, 2> negative_pair_cells(const Inputs& in, const Box& box, int32_t* candidates,
+                                           const SampleOutputs& out) {
   const int64_t size = in.size, area = size * size, cells = in.cells();
-  fill(cells, 0.0f, out);
+  fill_values(cells, 0.0f, out);
+  std::fill(candidates, candidates + cells, int32_t{-1});
   const int64_t column = box_cell(box.cx, in.anchors[1] - in.anchors[0], size);
   const int64_t row = box_cell(box.cy, in.anchors[cells + size] - in.anchors[cells], size);
   const int64_t left = std::max<int64_t>(column - kReach, 0), right = std::min(column + kReach, size - 1);
   const int64_t top = std::max<int64_t>(row - kReach, 0), bottom = std::min(row + kReach, size - 1);
   for (int64_t a = 0; a < in.anchor_num; ++a) {
     for (int64_t y = top; y <= bottom; ++y) {
-      for (int64_t x = left; x <= right; ++x) out.labels[a * area + y * size + x] = 0;
+      for (int64_t x = left; x <= right; ++x) candidates[a * area + y * size + x] = 0;
     }
   }
   const int64_t window = std::max<int64_t>(right - left + 1, 0) * std::max<int64_t>(bottom - top + 1, 0);
   return {in.anchor_num * window, 0};
 }
 
-void sample_targets(const Inputs& in, const Params& params, const SampleOutputs& out, int64_t b,
-                    std::vector<uint32_t>& keys, std::vector<int64_t>& ranks) {
+void sample_targets(const Inputs& in, const Params& params, const SampleOutputs& out, int64_t b, Scratch& scratch) {
   const int64_t cells = in.cells();
   const double* box_values = in.boxes + 4 * b;
   const Box box{box_values[0], box_values[1], box_values[2], box_values[3]};
-  if (!is_valid(box)) return fill(cells, NAN, out);
+  if (!is_valid(box)) {
+    fill_values(cells, NAN, out);
+    std::fill(out.labels, out.labels + cells, int64_t{-1});
+    std::fill(out.delta_weights, out.delta_weights + cells, 0.0f);
+    return;
+  }
   const bool pair = in.negative[b];
-  std::array<int64_t, 2> candidates;
+  int32_t* candidates = scratch.candidates.data();
+  std::array<int64_t, 2> candidate_counts;
   if (pair) {
-    candidates = negative_pair_cells(in, box, out);
+    candidate_counts = negative_pair_cells(in, box, candidates, out);
   } else {
     const Anchors anchors{in.anchors, in.anchors + cells, in.anchors + 2 * cells, in.anchors + 3 * cells};
-    candidates = positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, out);
-    log_ratios(anchors.w, cells, box.w, out.deltas + 2 * cells);
-    log_ratios(anchors.h, cells, box.h, out.deltas + 3 * cells);
+    candidate_counts =
+        positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, candidates, out);
+    const int64_t plane = in.size * in.size;
+    log_ratios(anchors.w, cells, plane, box.w, out.deltas + 2 * cells);
+    log_ratios(anchors.h, cells, plane, box.h, out.deltas + 3 * cells);
   }
-  selection_keys(static_cast<uint32_t>(in.seeds[2 * b]), static_cast<uint32_t>(in.seeds[2 * b + 1]), cells,
-                 keys.data());
+  uint32_t* keys = scratch.keys.data();
+  selection_keys(static_cast<uint32_t>(in.seeds[2 * b]), static_cast<uint32_t>(in.seeds[2 * b + 1]), cells, keys);
   const int64_t keep[2] = {pair ? params.negative_pair_num : params.negative_num, pair ? 0 : params.positive_num};
-  const Selection selection = select(out.labels, keys.data(), cells, candidates, keep, ranks);
+  const Selection selection = select(cells, candidate_counts, keep, scratch);
   const float weight = static_cast<float>(1.0 / static_cast<double>(selection.kept[1]));
-  drop_and_weight(keys.data(), cells, selection.largest, weight, out);
+  write_labels(candidates, keys, cells, selection, weight, out);
 }
 
 }  // namespace
@@ -180,12 +212,11 @@ void sample_targets(const Inputs& in, const Params& params, const SampleOutputs&
 void anchor_targets_cpu(const Inputs& in, const Params& params, const Outputs& out) {
   const int64_t cells = in.cells();
   at::parallel_for(0, in.batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> keys(cells);
-    std::vector<int64_t> ranks;
+    Scratch scratch{std::vector<int32_t>(cells), std::vector<uint32_t>(cells), {}};
     for (int64_t b = begin; b < end; ++b) {
       const SampleOutputs sample{out.labels + b * cells, out.deltas + 4 * b * cells, out.delta_weights + b * cells,
                                  out.iou + b * cells};
-      sample_targets(in, params, sample, b, keys, ranks);
+      sample_targets(in, params, sample, b, scratch);
     }
   });
 }

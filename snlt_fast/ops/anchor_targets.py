@@ -4,7 +4,7 @@ dispatches to each backend, its fake kernel and the public API.
 
 Inputs: anchors [4, A, S, S] (cx, cy, w, h) around the crop centre; per sample b a box
 (tx, ty, tw, th) in the same coordinates, whether it is a negative pair, and two random
-32-bit words (s0, s1) drawn from the caller's generator. N = A*S*S cells, n in [A][S][S]
+32-bit words (s0, s1) drawn from the caller's generator (or given as seeds). N = A*S*S cells, n in [A][S][S]
 order, anchor (ax, ay, aw, ah) at cell n.
 
 Arithmetic contract, kept bit for bit by every backend (all in float64, one rounding to
@@ -276,7 +276,7 @@ def _check_values(anchors, boxes):
         raise ValueError(f"boxes must be finite, got a non-finite box at sample {int((~torch.isfinite(boxes)).any(1).nonzero()[0])}")
     if boxes.shape[0] and not (boxes[:, 2:] > 0).all():
         raise ValueError(f"boxes must have w > 0 and h > 0, got {boxes[(boxes[:, 2:] <= 0).any(1)][0].tolist()}")
-    if anchors.shape[2] > 1 and not (anchors[0, 0, 0, 1] > anchors[0, 0, 0, 0] and anchors[1, 0, 1, 0] > anchors[1, 0, 0, 0]):
+    if not (anchors[0, 0, 0, 1] > anchors[0, 0, 0, 0] and anchors[1, 0, 1, 0] > anchors[1, 0, 0, 0]):
         raise ValueError("anchors must be centred on a grid whose x and y increase with the column and the row")
 
 
@@ -317,6 +317,7 @@ def anchor_targets(
     docstring for the exact arithmetic. `seeds` [B, 2] int64 (32-bit words), instead of a
     generator, fixes each sample's choice on its own: a trainer that derives them from the
     sample makes its targets independent of how samples are batched or split over ranks.
+    Under torch.compile pass seeds, or no generator (Dynamo cannot trace one).
     """
     _check_tensor("anchors", anchors, (torch.float32, torch.float64))
     device = anchors.device
@@ -359,6 +360,7 @@ def anchor_targets(
         seeds = torch.randint(0, 2**32, (batch, 2), generator=generator, device=device, dtype=torch.int64)
     else:
         _check_seeds(seeds, batch, device, generator)
+        seeds = seeds.contiguous()
     args = (anchors, boxes, negative.contiguous(), seeds, positive_iou, negative_iou, positive_num,
             total_num - positive_num, negative_num)  # fmt: skip
     if _backends.calls_native_directly(backend):
