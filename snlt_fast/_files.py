@@ -1,4 +1,5 @@
-"""Output files that are either complete or absent, never half written."""
+"""Output files that are either complete or absent, never half written; and a check for
+truncated JPEG frames, which OpenCV decodes without a word (the missing part grey)."""
 
 import contextlib
 import glob
@@ -44,3 +45,17 @@ def atomic_path(path):
 def write_text_atomic(path, text):
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def is_truncated_jpeg(path):
+    """Whether a JPEG file (it starts with FF D8) lacks the end-of-image marker (FF D9) at
+    its end: it was cut short. The marker cannot occur inside the compressed data (an FF
+    there is followed by 00 or a restart number), so a look at the last bytes is enough."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return False  # not a JPEG at all: the decoder says so
+        handle.seek(max(0, path.stat().st_size - 32))
+        return b"\xff\xd9" not in handle.read()

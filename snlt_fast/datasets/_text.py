@@ -105,8 +105,11 @@ def read_flags(path, what="flag file"):
 
 
 def read_names(path, what="name list"):
-    """Non-empty stripped lines of a name list, in order; duplicates are an error."""
+    """Non-empty stripped lines of a name list, in order; duplicates, and a list without
+    names (an empty file), are an error."""
     names = [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
+    if not names:
+        raise AnnotationError(f"{path}: {what} is empty")
     repeated = [name for name, count in Counter(names).items() if count > 1]
     if repeated:
         raise AnnotationError(f"{path}: {repeated[0]!r} is listed twice")

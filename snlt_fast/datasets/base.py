@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from snlt_fast._files import is_truncated_jpeg
+
 
 class NumberedFrames(Sequence):
     """Paths `<folder>/<number>.<ext>` for consecutive frame numbers, built on demand."""
@@ -79,9 +81,9 @@ class Video:
         import cv2
 
         path = Path(self.frame_paths[index])
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = None if path.is_file() and is_truncated_jpeg(path) else cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            reason = "not found" if not path.exists() else "not a readable image"
+            reason = "not found" if not path.exists() else "not a readable image (truncated?)"
             raise FileNotFoundError(f"video {self.name}: frame {index + 1} {reason}: {path}")
         return image
 

@@ -101,9 +101,11 @@ def _read_targets(args):
         if args.text is not None:
             raise CommandError("--targets holds each target's sentence: give them there, not with --text")
         try:
-            entries = json.loads(args.targets.read_text())
+            entries = json.loads(args.targets.read_text(encoding="utf-8"))
         except OSError as error:
             raise CommandError(f"cannot read --targets {args.targets}: {error.strerror or error}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"--targets {args.targets} is not UTF-8 text (a JSON file is)") from None
         except json.JSONDecodeError as error:
             raise CommandError(f"--targets {args.targets} is not valid JSON: {error}") from None
         if not isinstance(entries, list) or not entries:

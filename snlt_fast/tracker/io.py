@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from snlt_fast._files import atomic_path
+from snlt_fast._files import atomic_path, is_truncated_jpeg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -47,6 +47,9 @@ class FolderSource:
     def __iter__(self):
         """Yields each frame (HxWx3 uint8 BGR) or a BadFrame in its place."""
         for index, path in enumerate(self.paths):
+            if is_truncated_jpeg(path):
+                yield BadFrame(index, f"{path.name}, truncated")
+                continue
             frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
             yield frame if frame is not None else BadFrame(index, path.name)
 
@@ -55,7 +58,7 @@ class VideoSource:
     """The frames of a video file, decoded by OpenCV."""
 
     def __init__(self, path):
-        self.path = str(path)
+        self.path, self.name = str(path), Path(path).name
         capture = cv2.VideoCapture(self.path)
         opened = capture.isOpened()
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
@@ -73,10 +76,10 @@ class VideoSource:
                 if not capture.grab():
                     # A stream that stops before its announced length has undecodable frames.
                     if self.count is not None and index < self.count:
-                        yield BadFrame(index, f"the stream ends after {index} of {self.count} frames")
+                        yield BadFrame(index, f"{self.name}: the stream ends after {index} of {self.count} frames")
                     return
                 ok, frame = capture.retrieve()
-                yield frame if ok and frame is not None else BadFrame(index, "decoder error")
+                yield frame if ok and frame is not None else BadFrame(index, f"{self.name}: decoder error")
                 index += 1
         finally:
             capture.release()
