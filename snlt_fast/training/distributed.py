@@ -73,7 +73,8 @@ def average_and_any(values, flag, world_size):
     """(values averaged over the ranks, whether any rank raised `flag`), in one collective
     call that every rank makes once per step, whatever its own loss was: a rank whose loss
     went bad never leaves the others waiting in a call it skipped."""
-    reduced = all_reduce_sum(torch.cat([values.double(), values.new_tensor([float(flag)], dtype=torch.float64)]))
+    # On the values' device: NCCL reduces GPU tensors only.
+    reduced = all_reduce_sum(torch.cat([values.double(), values.new_tensor([float(flag)], dtype=torch.float64)])).cpu()
     return reduced[:-1] / world_size, bool(reduced[-1] > 0)
 
 

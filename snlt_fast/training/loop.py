@@ -207,7 +207,7 @@ class Trainer:
             total.backward()
         values = torch.stack([total.detach(), *(terms[name].detach() for name in LOSS_NAMES)]).double()
         bad = bool(~torch.isfinite(values[0]) | (values[0] > loss_config["skip_above"]))
-        values, skipped = distributed.average_and_any(values.cpu(), bad, self.context.world_size)
+        values, skipped = distributed.average_and_any(values, bad, self.context.world_size)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
