@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py pyproject.toml
 
-.PHONY: venv build test bench bench-gpu sanitize clean
+.PHONY: venv build test bench bench-gpu sanitize wheel-check clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -28,6 +28,11 @@ bench: build
 
 bench-gpu: build
 	PYTHON=$(PY) bash bench/gpu.sh
+
+# A wheel built with `pip wheel --no-build-isolation` installs into a second virtual
+# environment and imports snlt_fast._C there (compiles the extension from scratch: minutes).
+wheel-check: venv
+	SNLT_FAST_WHEEL_CHECK=1 $(VENV)/bin/pytest tests/test_wheel.py
 
 # The C++ kernels (CPU only) with AddressSanitizer and UndefinedBehaviorSanitizer, built into
 # build-sanitize/ next to a copy of the Python package, then the test suite against that copy;
