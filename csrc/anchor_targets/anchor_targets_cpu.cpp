@@ -2,7 +2,7 @@
 //   1. one vectorized pass writes every cell's IoU, dx and dy, and its candidate label into
 //      an int32 per cell (the labels' int64s are written once, at the end);
 //   2. dw and dh, the log taken once per anchor plane whose anchors share a size (pysot's
-//      do), else once per run of equal sizes;
+//      do; found once per call), else once per run of equal sizes;
 //   3. one vectorized pass writes every cell's selection key;
 //   4. per label, the keep-th smallest rank among the candidates whose key is below a
 //      cut-off that about 2 * keep + 32 of them pass (all of them, in the rare draw where
@@ -45,7 +45,7 @@ struct SampleOutputs {
 struct Scratch {
   std::vector<int32_t> candidates;  // per cell: the label it is a candidate for, or -1
   std::vector<uint32_t> keys;
-  std::vector<int64_t> ranks;
+  std::array<std::vector<int64_t>, 2> ranks;  // per label
 };
 
 // Returns how many cells are candidates of each label (0, 1).
@@ -75,12 +75,31 @@ bool all_equal(const double* values, int64_t count, double value) {
   return differing == 0;
 }
 
-// log(size / anchor_sizes[n]) for every cell of the anchor planes of `plane` cells.
-void log_ratios(const double* anchor_sizes, int64_t cells, int64_t plane, double size, float* out) {
-  for (int64_t start = 0; start < cells; start += plane) {
-    const double* sizes = anchor_sizes + start;
-    if (all_equal(sizes, plane, sizes[0])) {
-      std::fill(out + start, out + start + plane, static_cast<float>(log_float64(size / sizes[0])));
+// Per anchor plane (the S*S cells of one anchor index) and size (w, h): whether all its
+// anchors share that size. Found once per call, as every sample reads the same anchors.
+struct UniformPlanes {
+  std::vector<bool> w, h;
+
+  explicit UniformPlanes(const Inputs& in) : w(in.anchor_num), h(in.anchor_num) {
+    const int64_t plane = in.size * in.size, cells = in.cells();
+    for (int64_t a = 0; a < in.anchor_num; ++a) {
+      const double* widths = in.anchors + 2 * cells + a * plane;
+      const double* heights = in.anchors + 3 * cells + a * plane;
+      w[a] = all_equal(widths, plane, widths[0]);
+      h[a] = all_equal(heights, plane, heights[0]);
+    }
+  }
+};
+
+// log(size / anchor_sizes[n]) for every cell: once per uniform plane, else once per run
+// of equal sizes.
+void log_ratios(const double* anchor_sizes, const std::vector<bool>& uniform, int64_t plane, double size,
+                float* out) {
+  for (int64_t a = 0; a < static_cast<int64_t>(uniform.size()); ++a) {
+    const double* sizes = anchor_sizes + a * plane;
+    float* plane_out = out + a * plane;
+    if (uniform[a]) {
+      std::fill(plane_out, plane_out + plane, static_cast<float>(log_float64(size / sizes[0])));
       continue;
     }
     double last = NAN;
@@ -90,7 +109,7 @@ void log_ratios(const double* anchor_sizes, int64_t cells, int64_t plane, double
         last = sizes[n];
         value = static_cast<float>(log_float64(size / last));
       }
-      out[start + n] = value;
+      plane_out[n] = value;
     }
   }
 }
@@ -109,29 +128,44 @@ struct Selection {
   int64_t kept[2];
 };
 
+// Appends to ranks[label] the rank of every candidate of that label whose key is at most
+// bounds[label] (-1: none), in one pass for both labels.
+void collect_ranks(const int32_t* candidates, const uint32_t* keys, int64_t cells, const int64_t (&bounds)[2],
+                   std::array<std::vector<int64_t>, 2>& ranks) {
+  const int64_t bound_of_candidate[3] = {-1, bounds[0], bounds[1]};  // indexed by candidates[n] + 1
+  for (int64_t n = 0; n < cells; ++n) {
+    const int32_t candidate = candidates[n];
+    if (static_cast<int64_t>(keys[n]) <= bound_of_candidate[candidate + 1]) ranks[candidate].push_back(rank_of(keys, n));
+  }
+}
+
 Selection select(int64_t cells, const std::array<int64_t, 2>& candidate_counts, const int64_t (&keep)[2],
                  Scratch& scratch) {
   const int32_t* candidates = scratch.candidates.data();
   const uint32_t* keys = scratch.keys.data();
-  std::vector<int64_t>& ranks = scratch.ranks;
+  auto& ranks = scratch.ranks;
   Selection selection;
+  int64_t cutoffs[2], everything[2] = {-1, -1};
   for (int label = 0; label < 2; ++label) {
-    int64_t& largest = selection.largest[label];
-    largest = keep[label] == 0 ? -1 : INT64_MAX;
+    selection.largest[label] = keep[label] == 0 ? -1 : INT64_MAX;
     selection.kept[label] = std::min(candidate_counts[label], keep[label]);
-    if (keep[label] == 0 || candidate_counts[label] <= keep[label]) continue;
+    ranks[label].clear();
+    const bool searched = keep[label] > 0 && candidate_counts[label] > keep[label];
     // About 2 * keep + 32 of the candidates' uniform 32-bit keys fall below the cut-off.
     const double share = static_cast<double>(2 * keep[label] + 32) / static_cast<double>(candidate_counts[label]);
-    const uint32_t cutoff = share >= 1.0 ? UINT32_MAX : static_cast<uint32_t>(share * 4294967296.0);
-    for (uint32_t bound : {cutoff, static_cast<uint32_t>(UINT32_MAX)}) {
-      ranks.clear();
-      for (int64_t n = 0; n < cells; ++n) {
-        if (candidates[n] == label && keys[n] <= bound) ranks.push_back(rank_of(keys, n));
-      }
-      if (static_cast<int64_t>(ranks.size()) >= keep[label]) break;
+    cutoffs[label] = !searched ? -1 : (share >= 1.0 ? UINT32_MAX : static_cast<int64_t>(share * 4294967296.0));
+  }
+  collect_ranks(candidates, keys, cells, cutoffs, ranks);
+  for (int label = 0; label < 2; ++label) {
+    if (cutoffs[label] < 0) continue;
+    if (static_cast<int64_t>(ranks[label].size()) < keep[label]) {  // a rare draw: take them all
+      ranks[label].clear();
+      everything[label] = UINT32_MAX;
+      collect_ranks(candidates, keys, cells, everything, ranks);
+      everything[label] = -1;
     }
-    std::nth_element(ranks.begin(), ranks.begin() + (keep[label] - 1), ranks.end());
-    largest = ranks[keep[label] - 1];
+    std::nth_element(ranks[label].begin(), ranks[label].begin() + (keep[label] - 1), ranks[label].end());
+    selection.largest[label] = ranks[label][keep[label] - 1];
   }
   return selection;
 }
@@ -176,7 +210,8 @@ std::array<int64_t, 2> negative_pair_cells(const Inputs& in, const Box& box, int
   return {in.anchor_num * window, 0};
 }
 
-void sample_targets(const Inputs& in, const Params& params, const SampleOutputs& out, int64_t b, Scratch& scratch) {
+void sample_targets(const Inputs& in, const Params& params, const UniformPlanes& planes, const SampleOutputs& out, int64_t b,
+                    Scratch& scratch) {
   const int64_t cells = in.cells();
   const double* box_values = in.boxes + 4 * b;
   const Box box{box_values[0], box_values[1], box_values[2], box_values[3]};
@@ -196,8 +231,8 @@ void sample_targets(const Inputs& in, const Params& params, const SampleOutputs&
     candidate_counts =
         positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, candidates, out);
     const int64_t plane = in.size * in.size;
-    log_ratios(anchors.w, cells, plane, box.w, out.deltas + 2 * cells);
-    log_ratios(anchors.h, cells, plane, box.h, out.deltas + 3 * cells);
+    log_ratios(anchors.w, planes.w, plane, box.w, out.deltas + 2 * cells);
+    log_ratios(anchors.h, planes.h, plane, box.h, out.deltas + 3 * cells);
   }
   uint32_t* keys = scratch.keys.data();
   selection_keys(static_cast<uint32_t>(in.seeds[2 * b]), static_cast<uint32_t>(in.seeds[2 * b + 1]), cells, keys);
@@ -211,12 +246,13 @@ void sample_targets(const Inputs& in, const Params& params, const SampleOutputs&
 
 void anchor_targets_cpu(const Inputs& in, const Params& params, const Outputs& out) {
   const int64_t cells = in.cells();
+  const UniformPlanes planes(in);
   at::parallel_for(0, in.batch, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch{std::vector<int32_t>(cells), std::vector<uint32_t>(cells), {}};
     for (int64_t b = begin; b < end; ++b) {
       const SampleOutputs sample{out.labels + b * cells, out.deltas + 4 * b * cells, out.delta_weights + b * cells,
                                  out.iou + b * cells};
-      sample_targets(in, params, sample, b, scratch);
+      sample_targets(in, params, planes, sample, b, scratch);
     }
   });
 }
