@@ -248,7 +248,7 @@ def run(args):
     frames = iter(source)
     first = next(frames, None)
     if first is None or isinstance(first, BadFrame):
-        raise CommandError(f"cannot read {args.source}: the first frame could not be decoded")
+        raise CommandError(f"cannot read {args.source}: {first or 'the first frame could not be decoded'}")
     origin = _box_origin(args)
     _check_boxes_in_frame(targets, first, origin)
     model = _model(args, device)
