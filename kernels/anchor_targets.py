@@ -131,6 +131,16 @@ def _anchor_targets_kernel(anchors, boxes, negative, seeds, labels_out, deltas_o
     dy = _div(ty - ay, ah, INTERPRETED)
     dw = _log_float64(_div(tw, aw, INTERPRETED), INTERPRETED)
     dh = _log_float64(_div(th, ah, INTERPRETED), INTERPRETED)
+    # Stored before the search, so that only the ranks and candidates stay live through it.
+    base = b * cells
+    zero_or_nan = tl.where(valid, 0.0, float("nan"))
+    shown = valid & (pair == 0)
+    tl.store(iou_out + base + n, tl.where(shown, iou, zero_or_nan).to(tl.float32), mask=mask)
+    deltas = deltas_out + 4 * base + n
+    tl.store(deltas, tl.where(shown, dx, zero_or_nan).to(tl.float32), mask=mask)
+    tl.store(deltas + cells, tl.where(shown, dy, zero_or_nan).to(tl.float32), mask=mask)
+    tl.store(deltas + 2 * cells, tl.where(shown, dw, zero_or_nan).to(tl.float32), mask=mask)
+    tl.store(deltas + 3 * cells, tl.where(shown, dh, zero_or_nan).to(tl.float32), mask=mask)
 
     stride_x = tl.load(anchors + 1) - tl.load(anchors)
     stride_y = tl.load(anchors + cells + size) - tl.load(anchors + cells)
@@ -170,17 +180,8 @@ def _anchor_targets_kernel(anchors, boxes, negative, seeds, labels_out, deltas_o
     labels = tl.where(kept_negative, 0, tl.where(kept_positive, 1, -1)).to(tl.int64)
     kept_count = tl.sum(kept_positive.to(tl.int64), axis=0).to(tl.float64)
     weight = _div(1.0, kept_count, INTERPRETED)
-    base = b * cells
     tl.store(labels_out + base + n, labels, mask=mask)
     tl.store(weights_out + base + n, tl.where(kept_positive, weight, 0.0).to(tl.float32), mask=mask)
-    zero_or_nan = tl.where(valid, 0.0, float("nan"))
-    shown = valid & (pair == 0)
-    tl.store(iou_out + base + n, tl.where(shown, iou, zero_or_nan).to(tl.float32), mask=mask)
-    deltas = deltas_out + 4 * base + n
-    tl.store(deltas, tl.where(shown, dx, zero_or_nan).to(tl.float32), mask=mask)
-    tl.store(deltas + cells, tl.where(shown, dy, zero_or_nan).to(tl.float32), mask=mask)
-    tl.store(deltas + 2 * cells, tl.where(shown, dw, zero_or_nan).to(tl.float32), mask=mask)
-    tl.store(deltas + 3 * cells, tl.where(shown, dh, zero_or_nan).to(tl.float32), mask=mask)
 
 
 def anchor_targets(anchors, boxes, negative, seeds, positive_iou, negative_iou, positive_num, negative_num,
