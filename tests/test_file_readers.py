@@ -180,3 +180,14 @@ def test_track_sources(frames, tmp_path, capsys, kind):
     else:
         video.write_bytes(BROKEN[kind])
     assert video.name in track_error(capsys, video, "--box", "5,5,20,20")
+
+
+def test_dataset_frames_cut_short_are_an_error(tmp_path):
+    video = OTB(otb_folder(tmp_path))["Seq"]
+    path = tmp_path / "Seq" / "img" / "0002.jpg"
+    path.write_bytes(path.read_bytes()[:300])  # OpenCV would decode it, the rest grey
+    assert video.frame(0).shape == (48, 64, 3)
+    with pytest.raises(FileNotFoundError) as error:
+        video.frame(1)
+    assert "frame 2 truncated" in str(error.value)
+    assert_one_line_naming(error.value, path)

@@ -81,9 +81,10 @@ class Video:
         import cv2
 
         path = Path(self.frame_paths[index])
-        image = None if path.is_file() and is_truncated_jpeg(path) else cv2.imread(str(path), cv2.IMREAD_COLOR)
+        truncated = path.is_file() and is_truncated_jpeg(path)
+        image = None if truncated else cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            reason = "not found" if not path.exists() else "not a readable image (truncated?)"
+            reason = "not found" if not path.exists() else "truncated" if truncated else "not a readable image"
             raise FileNotFoundError(f"video {self.name}: frame {index + 1} {reason}: {path}")
         return image
 
