@@ -1,9 +1,9 @@
 // CPU kernel of anchor_targets: torch's threads take whole samples. Per sample:
-//   1. one vectorized pass writes every cell's IoU, dx and dy, and its candidate label into
-//      an int32 per cell (the labels' int64s are written once, at the end);
+//   1. one vectorized pass writes every cell's IoU, dx, dy and selection key, and its
+//      candidate label into an int32 per cell (the labels' int64s are written once, at the end);
 //   2. dw and dh, the log taken once per anchor plane whose anchors share a size (pysot's
 //      do; found once per call), else once per run of equal sizes;
-//   3. one vectorized pass writes every cell's selection key;
+//   3. (negative pairs: the window's candidates, and the keys in a pass of their own)
 //   4. per label, the keep-th smallest rank among the candidates whose key is below a
 //      cut-off that about 2 * keep + 32 of them pass (all of them, in the rare draw where
 //      fewer than keep pass): exact, as every candidate left out has a larger key;
@@ -48,10 +48,14 @@ struct Scratch {
   std::array<std::vector<int64_t>, 2> ranks;  // per label
 };
 
-// Returns how many cells are candidates of each label (0, 1).
+// Also writes the selection keys (in the same loop: integer work beside the divisions);
+// returns how many cells are candidates of each label (0, 1).
 ANCHOR_TARGETS_VECTORIZED
 std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells, const Box& box, double positive_iou,
-                                           double negative_iou, int32_t* candidates, const SampleOutputs& out) {
+                                           double negative_iou, uint32_t seed0, uint32_t seed1, Scratch& scratch,
+                                           const SampleOutputs& out) {
+  int32_t* candidates = scratch.candidates.data();
+  uint32_t* keys = scratch.keys.data();
   const double *ax = anchors.cx, *ay = anchors.cy, *aw = anchors.w, *ah = anchors.h;
   float *dx = out.deltas, *dy = dx + cells, *iou_out = out.iou;
   int64_t negatives = 0, positives = 0;
@@ -62,6 +66,7 @@ std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells
     candidates[n] = static_cast<int32_t>(positive ? 1 : (negative ? 0 : -1));
     dx[n] = static_cast<float>((box.cx - ax[n]) / aw[n]);
     dy[n] = static_cast<float>((box.cy - ay[n]) / ah[n]);
+    keys[n] = fmix32(fmix32(static_cast<uint32_t>(n) ^ seed0) ^ seed1);
     positives += positive;
     negatives += negative;
   }
@@ -222,20 +227,21 @@ void sample_targets(const Inputs& in, const Params& params, const UniformPlanes&
     return;
   }
   const bool pair = in.negative[b];
+  const uint32_t seed0 = static_cast<uint32_t>(in.seeds[2 * b]), seed1 = static_cast<uint32_t>(in.seeds[2 * b + 1]);
   int32_t* candidates = scratch.candidates.data();
+  uint32_t* keys = scratch.keys.data();
   std::array<int64_t, 2> candidate_counts;
   if (pair) {
     candidate_counts = negative_pair_cells(in, box, candidates, out);
+    selection_keys(seed0, seed1, cells, keys);
   } else {
     const Anchors anchors{in.anchors, in.anchors + cells, in.anchors + 2 * cells, in.anchors + 3 * cells};
     candidate_counts =
-        positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, candidates, out);
+        positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, seed0, seed1, scratch, out);
     const int64_t plane = in.size * in.size;
     log_ratios(anchors.w, planes.w, plane, box.w, out.deltas + 2 * cells);
     log_ratios(anchors.h, planes.h, plane, box.h, out.deltas + 3 * cells);
   }
-  uint32_t* keys = scratch.keys.data();
-  selection_keys(static_cast<uint32_t>(in.seeds[2 * b]), static_cast<uint32_t>(in.seeds[2 * b + 1]), cells, keys);
   const int64_t keep[2] = {pair ? params.negative_pair_num : params.negative_num, pair ? 0 : params.positive_num};
   const Selection selection = select(cells, candidate_counts, keep, scratch);
   const float weight = static_cast<float>(1.0 / static_cast<double>(selection.kept[1]));
