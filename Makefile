@@ -35,19 +35,23 @@ wheel-check: venv
 	SNLT_FAST_WHEEL_CHECK=1 $(VENV)/bin/pytest tests/test_wheel.py
 
 # The C++ kernels (CPU only) with AddressSanitizer and UndefinedBehaviorSanitizer, built into
-# build-sanitize/ next to a copy of the Python package, then the test suite against that copy;
-# build/ and snlt_fast/_C*.so stay as they are. Python itself is not instrumented, hence
-# libasan preloaded and leak checks off. Any report fails the run.
+# build-sanitize/ and put in a fresh copy of the Python package there, then the tests
+# (SANITIZE_TESTS, default all) against that copy; build/ and snlt_fast/_C*.so stay as they
+# are. Python itself is not instrumented, hence libasan preloaded and leak checks off.
+# Any report aborts the run.
 SANITIZE_DIR := build-sanitize
+SANITIZE_TESTS ?= tests
 SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONPATH=$(SANITIZE_DIR)/lib
 sanitize: venv
 	SNLT_FAST_SANITIZE=1 SNLT_FAST_NO_CUDA=1 $(PY) setup.py --quiet build_ext \
-		--build-temp $(SANITIZE_DIR)/temp --build-lib $(SANITIZE_DIR)/lib
+		--build-temp $(SANITIZE_DIR)/temp --build-lib $(SANITIZE_DIR)/ext
+	rm -rf $(SANITIZE_DIR)/lib && mkdir -p $(SANITIZE_DIR)/lib
 	tar --dereference --exclude='_C*.so' --exclude=__pycache__ -cf - snlt_fast | tar -C $(SANITIZE_DIR)/lib -xf -
+	cp $(SANITIZE_DIR)/ext/snlt_fast/_C*.so $(SANITIZE_DIR)/lib/snlt_fast/
 	$(SANITIZE_ENV) $(PY) -P -c "import snlt_fast._C as c; assert '$(SANITIZE_DIR)' in c.__file__, c.__file__"
-	$(SANITIZE_ENV) $(VENV)/bin/pytest tests $(SANITIZE_TESTS)
+	$(SANITIZE_ENV) $(VENV)/bin/pytest $(SANITIZE_TESTS)
 
 clean:
 	rm -rf build $(SANITIZE_DIR) $(VENV)/.built snlt_fast/_C*.so
