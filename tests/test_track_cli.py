@@ -151,16 +151,16 @@ def test_boxes_partly_outside_the_frame_are_tracked(folder, tmp_path, capsys, bo
     assert boxes[0].tolist() == [float(v) for v in box.split(",")]
 
 
-def test_one_based_boxes_from_the_command_line_or_a_ground_truth_file(folder, tmp_path, capsys):
+def test_one_based_boxes_from_a_ground_truth_file_or_the_command_line(folder, tmp_path, capsys):
     zero_based, _ = _tracked_boxes(capsys, folder, tmp_path / "zero.txt", "--box", BOX)
-    one_based, _ = _tracked_boxes(capsys, folder, tmp_path / "one.txt", "--box", "41,31,24,20", "--box-origin", "1")
-    shift = np.array([1, 1, 0, 0])
-    # The same tracking, written in the origin it was given in.
-    np.testing.assert_allclose(one_based, zero_based + shift, atol=1e-4)
     ground_truth = tmp_path / "groundtruth_rect.txt"
     ground_truth.write_text("41\t31\t24\t20\n43,31,24,20\n")
-    from_file, _ = _tracked_boxes(capsys, folder, tmp_path / "gt.txt", "--init-from", ground_truth)
-    np.testing.assert_array_equal(from_file, one_based)
+    one_based, _ = _tracked_boxes(capsys, folder, tmp_path / "one.txt", "--init-from", ground_truth)
+    # The same tracking, written in the origin it was given in (1-based for --init-from).
+    np.testing.assert_allclose(one_based, zero_based + np.array([1, 1, 0, 0]), atol=1e-4)
+    # --box-origin 1 moves --box one pixel: this box only touches a 0-based frame's left edge.
+    _fails_with(capsys, "does not overlap the first frame (128x96, 1-based pixels", folder, "--box=-23,30,24,20",
+                "--box-origin", "1", "--random-weights")  # fmt: skip
     _fails_with(capsys, "give one of --box, --init-from and --targets", folder, "--box", BOX, "--init-from", ground_truth)
     ground_truth.write_bytes(b"\xff\xfe\x00garbage")
     _fails_with(capsys, "groundtruth_rect.txt", folder, "--init-from", ground_truth, "--random-weights")
