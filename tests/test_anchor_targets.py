@@ -249,6 +249,22 @@ def test_backend_matches_reference_at_snlt_shapes(backend, device):
 
 
 @pytest.mark.parametrize("backend, device", FAST_CASES)
+@pytest.mark.parametrize("layout", ["jittered centres", "sizes varying in a plane", "runs of sizes"])
+def test_anchors_off_pysots_grid(backend, device, layout):
+    """Anchors that the CPU kernel's grid and one-size-per-plane shortcuts do not fit."""
+    generator = torch.Generator().manual_seed(22)
+    anchors = anchors_for(3, 7)
+    if layout == "jittered centres":
+        anchors[:2] += torch.rand(anchors[:2].shape, generator=generator, dtype=torch.float64)
+    elif layout == "sizes varying in a plane":
+        anchors[2:] *= 1 + torch.rand(anchors[2:].shape, generator=generator, dtype=torch.float64)
+    else:
+        anchors[2, 1, 3:] *= 2
+    boxes = random_boxes(4, generator, spread=20.0, sizes=(8.0, 120.0))
+    check_backend(backend, device, anchors, boxes, torch.tensor([False, False, True, False]), seed=22)
+
+
+@pytest.mark.parametrize("backend, device", FAST_CASES)
 def test_unchecked_invalid_boxes(backend, device):
     """The kernels' rule for boxes that no host check saw (device tensors, compiled graphs):
     nothing is selected, deltas and IoU are NaN."""

@@ -1,9 +1,10 @@
 // CPU kernel of anchor_targets: torch's threads take whole samples. Per sample:
-//   1. one vectorized pass writes every cell's IoU, dx, dy and selection key, and its
-//      candidate label into an int32 per cell (the labels' int64s are written once, at the end);
+//   1. one vectorized pass writes every cell's IoU, dx and dy, and its candidate label into
+//      an int32 per cell (the labels' int64s are written once, at the end); on anchors laid
+//      out as pysot's, the overlaps and dx, dy are found once per plane's column and row;
 //   2. dw and dh, the log taken once per anchor plane whose anchors share a size (pysot's
 //      do; found once per call), else once per run of equal sizes;
-//   3. (negative pairs: the window's candidates, and the keys in a pass of their own)
+//   3. one vectorized pass writes every cell's selection key;
 //   4. per label, the keep-th smallest rank among the candidates whose key is below a
 //      cut-off that about 2 * keep + 32 of them pass (all of them, in the rare draw where
 //      fewer than keep pass): exact, as every candidate left out has a larger key;
@@ -46,16 +47,16 @@ struct Scratch {
   std::vector<int32_t> candidates;  // per cell: the label it is a candidate for, or -1
   std::vector<uint32_t> keys;
   std::array<std::vector<int64_t>, 2> ranks;  // per label
+  // Grid anchors: one plane's overlaps and offsets per column (x) and per row (y).
+  std::vector<double> overlap_x, overlap_y;
+  std::vector<float> dx, dy;
 };
 
-// Also writes the selection keys (in the same loop: integer work beside the divisions);
-// returns how many cells are candidates of each label (0, 1).
+// Returns how many cells are candidates of each label (0, 1).
 ANCHOR_TARGETS_VECTORIZED
 std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells, const Box& box, double positive_iou,
-                                           double negative_iou, uint32_t seed0, uint32_t seed1, Scratch& scratch,
-                                           const SampleOutputs& out) {
+                                           double negative_iou, Scratch& scratch, const SampleOutputs& out) {
   int32_t* candidates = scratch.candidates.data();
-  uint32_t* keys = scratch.keys.data();
   const double *ax = anchors.cx, *ay = anchors.cy, *aw = anchors.w, *ah = anchors.h;
   float *dx = out.deltas, *dy = dx + cells, *iou_out = out.iou;
   int64_t negatives = 0, positives = 0;
@@ -66,7 +67,6 @@ std::array<int64_t, 2> positive_pair_cells(const Anchors& anchors, int64_t cells
     candidates[n] = static_cast<int32_t>(positive ? 1 : (negative ? 0 : -1));
     dx[n] = static_cast<float>((box.cx - ax[n]) / aw[n]);
     dy[n] = static_cast<float>((box.cy - ay[n]) / ah[n]);
-    keys[n] = fmix32(fmix32(static_cast<uint32_t>(n) ^ seed0) ^ seed1);
     positives += positive;
     negatives += negative;
   }
@@ -80,21 +80,91 @@ bool all_equal(const double* values, int64_t count, double value) {
   return differing == 0;
 }
 
-// Per anchor plane (the S*S cells of one anchor index) and size (w, h): whether all its
-// anchors share that size. Found once per call, as every sample reads the same anchors.
-struct UniformPlanes {
-  std::vector<bool> w, h;
+// How many values of a size x size plane differ from the plane's first row (rows_differing)
+// or from their row's first value (columns_differing).
+ANCHOR_TARGETS_VECTORIZED
+int64_t rows_differing(const double* plane, int64_t size) {
+  int64_t differing = 0;
+  for (int64_t y = 1; y < size; ++y) {
+    for (int64_t x = 0; x < size; ++x) differing += plane[y * size + x] != plane[x];
+  }
+  return differing;
+}
 
-  explicit UniformPlanes(const Inputs& in) : w(in.anchor_num), h(in.anchor_num) {
-    const int64_t plane = in.size * in.size, cells = in.cells();
+ANCHOR_TARGETS_VECTORIZED
+int64_t columns_differing(const double* plane, int64_t size) {
+  int64_t differing = 0;
+  for (int64_t y = 0; y < size; ++y) {
+    for (int64_t x = 1; x < size; ++x) differing += plane[y * size + x] != plane[y * size];
+  }
+  return differing;
+}
+
+// What the anchors share, found once per call (every sample reads the same anchors): per
+// anchor plane (the S*S cells of one anchor index) whether all its anchors have one w, one
+// h; and whether they lie on a grid as pysot's do (one size per plane, cx the same down each
+// column, cy the same along each row), where a plane's overlaps and dx, dy are found once
+// per column and row. Either way each cell gets the contract's values, bit for bit.
+struct AnchorLayout {
+  std::vector<bool> uniform_w, uniform_h;
+  bool grid = true;
+
+  explicit AnchorLayout(const Inputs& in) : uniform_w(in.anchor_num), uniform_h(in.anchor_num) {
+    const int64_t size = in.size, plane = size * size, cells = in.cells();
     for (int64_t a = 0; a < in.anchor_num; ++a) {
-      const double* widths = in.anchors + 2 * cells + a * plane;
-      const double* heights = in.anchors + 3 * cells + a * plane;
-      w[a] = all_equal(widths, plane, widths[0]);
-      h[a] = all_equal(heights, plane, heights[0]);
+      const double *cx = in.anchors + a * plane, *cy = cx + cells, *w = cy + cells, *h = w + cells;
+      uniform_w[a] = all_equal(w, plane, w[0]);
+      uniform_h[a] = all_equal(h, plane, h[0]);
+      grid = grid && uniform_w[a] && uniform_h[a] && rows_differing(cx, size) == 0 && columns_differing(cy, size) == 0;
     }
   }
 };
+
+// positive_pair_cells for grid anchors.
+ANCHOR_TARGETS_VECTORIZED
+std::array<int64_t, 2> grid_positive_pair_cells(const Inputs& in, const Box& box, double positive_iou,
+                                                double negative_iou, Scratch& scratch, const SampleOutputs& out) {
+  const int64_t size = in.size, plane = size * size, cells = in.cells();
+  // __restrict: no output overlaps another or the scratch, so the cell loop vectorizes.
+  int32_t* __restrict candidates = scratch.candidates.data();
+  double *__restrict overlap_x = scratch.overlap_x.data(), *__restrict overlap_y = scratch.overlap_y.data();
+  float *__restrict dx_of_column = scratch.dx.data(), *__restrict dy_of_row = scratch.dy.data();
+  float *__restrict dx = out.deltas, *__restrict dy = dx + cells, *__restrict iou_out = out.iou;
+  int64_t negatives = 0, positives = 0;
+  for (int64_t a = 0; a < in.anchor_num; ++a) {
+    const double *cx = in.anchors + a * plane, *cy = cx + cells;
+    const double w = cy[cells], h = cy[2 * cells];
+    for (int64_t x = 0; x < size; ++x) {
+      overlap_x[x] = overlap(cx[x], w, box.cx, box.w);
+      dx_of_column[x] = static_cast<float>((box.cx - cx[x]) / w);
+    }
+    for (int64_t y = 0; y < size; ++y) {
+      overlap_y[y] = overlap(cy[y * size], h, box.cy, box.h);
+      dy_of_row[y] = static_cast<float>((box.cy - cy[y * size]) / h);
+    }
+    const double areas = w * h + box.w * box.h;
+    for (int64_t y = 0; y < size; ++y) {
+      const int64_t row = a * plane + y * size;
+      const double row_overlap = overlap_y[y];
+      const float row_dy = dy_of_row[y];
+      float* __restrict row_iou = iou_out + row;
+      int32_t* __restrict row_candidates = candidates + row;
+      float *__restrict row_dx = dx + row, *__restrict row_dy_out = dy + row;
+      for (int64_t x = 0; x < size; ++x) {
+        const double inter = overlap_x[x] * row_overlap;
+        const double overlap_ratio = inter / (areas - inter);
+        const bool positive = overlap_ratio > positive_iou, negative = overlap_ratio < negative_iou;
+        row_iou[x] = static_cast<float>(overlap_ratio);
+        row_candidates[x] = static_cast<int32_t>(positive ? 1 : (negative ? 0 : -1));
+        row_dx[x] = dx_of_column[x];
+        row_dy_out[x] = row_dy;
+        positives += positive;
+        negatives += negative;
+      }
+    }
+  }
+  return {negatives, positives};
+}
 
 // log(size / anchor_sizes[n]) for every cell: once per uniform plane, else once per run
 // of equal sizes.
@@ -215,7 +285,7 @@ std::array<int64_t, 2> negative_pair_cells(const Inputs& in, const Box& box, int
   return {in.anchor_num * window, 0};
 }
 
-void sample_targets(const Inputs& in, const Params& params, const UniformPlanes& planes, const SampleOutputs& out, int64_t b,
+void sample_targets(const Inputs& in, const Params& params, const AnchorLayout& layout, const SampleOutputs& out, int64_t b,
                     Scratch& scratch) {
   const int64_t cells = in.cells();
   const double* box_values = in.boxes + 4 * b;
@@ -233,15 +303,17 @@ void sample_targets(const Inputs& in, const Params& params, const UniformPlanes&
   std::array<int64_t, 2> candidate_counts;
   if (pair) {
     candidate_counts = negative_pair_cells(in, box, candidates, out);
-    selection_keys(seed0, seed1, cells, keys);
   } else {
     const Anchors anchors{in.anchors, in.anchors + cells, in.anchors + 2 * cells, in.anchors + 3 * cells};
+    const double positive_iou = params.positive_iou, negative_iou = params.negative_iou;
     candidate_counts =
-        positive_pair_cells(anchors, cells, box, params.positive_iou, params.negative_iou, seed0, seed1, scratch, out);
+        layout.grid ? grid_positive_pair_cells(in, box, positive_iou, negative_iou, scratch, out)
+                    : positive_pair_cells(anchors, cells, box, positive_iou, negative_iou, scratch, out);
     const int64_t plane = in.size * in.size;
-    log_ratios(anchors.w, planes.w, plane, box.w, out.deltas + 2 * cells);
-    log_ratios(anchors.h, planes.h, plane, box.h, out.deltas + 3 * cells);
+    log_ratios(anchors.w, layout.uniform_w, plane, box.w, out.deltas + 2 * cells);
+    log_ratios(anchors.h, layout.uniform_h, plane, box.h, out.deltas + 3 * cells);
   }
+  selection_keys(seed0, seed1, cells, keys);
   const int64_t keep[2] = {pair ? params.negative_pair_num : params.negative_num, pair ? 0 : params.positive_num};
   const Selection selection = select(cells, candidate_counts, keep, scratch);
   const float weight = static_cast<float>(1.0 / static_cast<double>(selection.kept[1]));
@@ -252,13 +324,15 @@ void sample_targets(const Inputs& in, const Params& params, const UniformPlanes&
 
 void anchor_targets_cpu(const Inputs& in, const Params& params, const Outputs& out) {
   const int64_t cells = in.cells();
-  const UniformPlanes planes(in);
+  const AnchorLayout layout(in);
   at::parallel_for(0, in.batch, 1, [&](int64_t begin, int64_t end) {
-    Scratch scratch{std::vector<int32_t>(cells), std::vector<uint32_t>(cells), {}};
+    const auto size = static_cast<size_t>(in.size);
+    Scratch scratch{std::vector<int32_t>(cells), std::vector<uint32_t>(cells), {},
+                    std::vector<double>(size), std::vector<double>(size), std::vector<float>(size), std::vector<float>(size)};
     for (int64_t b = begin; b < end; ++b) {
       const SampleOutputs sample{out.labels + b * cells, out.deltas + 4 * b * cells, out.delta_weights + b * cells,
                                  out.iou + b * cells};
-      sample_targets(in, params, planes, sample, b, scratch);
+      sample_targets(in, params, layout, sample, b, scratch);
     }
   });
 }
