@@ -12,6 +12,7 @@
 //      weights of the kept positives.
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -47,6 +48,7 @@ struct Scratch {
   std::vector<int32_t> candidates;  // per cell: the label it is a candidate for, or -1
   std::vector<uint32_t> keys;
   std::array<std::vector<int64_t>, 2> ranks;  // per label
+  std::vector<uint8_t> hits;                  // per cell: whether its rank is collected
   // Grid anchors: one plane's overlaps and offsets per column (x) and per row (y).
   std::vector<double> overlap_x, overlap_y;
   std::vector<float> dx, dy;
@@ -203,14 +205,32 @@ struct Selection {
   int64_t kept[2];
 };
 
-// Appends to ranks[label] the rank of every candidate of that label whose key is at most
-// bounds[label] (-1: none), in one pass for both labels.
-void collect_ranks(const int32_t* candidates, const uint32_t* keys, int64_t cells, const int64_t (&bounds)[2],
-                   std::array<std::vector<int64_t>, 2>& ranks) {
-  const int64_t bound_of_candidate[3] = {-1, bounds[0], bounds[1]};  // indexed by candidates[n] + 1
+// hits[n] = 1 where cell n is a candidate of a label (0, 1) whose key is at most bounds[label]
+// (-1: none), else 0.
+ANCHOR_TARGETS_VECTORIZED
+void mark_hits(const int32_t* candidates, const uint32_t* keys, int64_t cells, int64_t bound_negative,
+               int64_t bound_positive, uint8_t* hits) {
   for (int64_t n = 0; n < cells; ++n) {
-    const int32_t candidate = candidates[n];
-    if (static_cast<int64_t>(keys[n]) <= bound_of_candidate[candidate + 1]) ranks[candidate].push_back(rank_of(keys, n));
+    const int64_t candidate = candidates[n];
+    const int64_t bound = candidate == 1 ? bound_positive : (candidate == 0 ? bound_negative : -1);
+    hits[n] = static_cast<int64_t>(keys[n]) <= bound;
+  }
+}
+
+// Appends to ranks[label] the rank of every candidate of that label whose key is at most
+// bounds[label] (-1: none): the hits marked in a vectorized pass, then read eight at a time
+// (few cells are hits).
+void collect_ranks(const int32_t* candidates, const uint32_t* keys, int64_t cells, const int64_t (&bounds)[2],
+                   Scratch& scratch) {
+  uint8_t* hits = scratch.hits.data();
+  mark_hits(candidates, keys, cells, bounds[0], bounds[1], hits);
+  for (int64_t start = 0; start < cells; start += 8) {
+    uint64_t eight = 0;
+    std::memcpy(&eight, hits + start, static_cast<size_t>(std::min<int64_t>(8, cells - start)));
+    if (eight == 0) continue;
+    for (int64_t n = start; n < std::min(start + 8, cells); ++n) {
+      if (hits[n]) scratch.ranks[candidates[n]].push_back(rank_of(keys, n));
+    }
   }
 }
 
@@ -230,13 +250,13 @@ Selection select(int64_t cells, const std::array<int64_t, 2>& candidate_counts, 
     const double share = static_cast<double>(2 * keep[label] + 32) / static_cast<double>(candidate_counts[label]);
     cutoffs[label] = !searched ? -1 : (share >= 1.0 ? UINT32_MAX : static_cast<int64_t>(share * 4294967296.0));
   }
-  collect_ranks(candidates, keys, cells, cutoffs, ranks);
+  collect_ranks(candidates, keys, cells, cutoffs, scratch);
   for (int label = 0; label < 2; ++label) {
     if (cutoffs[label] < 0) continue;
     if (static_cast<int64_t>(ranks[label].size()) < keep[label]) {  // a rare draw: take them all
       ranks[label].clear();
       everything[label] = UINT32_MAX;
-      collect_ranks(candidates, keys, cells, everything, ranks);
+      collect_ranks(candidates, keys, cells, everything, scratch);
       everything[label] = -1;
     }
     std::nth_element(ranks[label].begin(), ranks[label].begin() + (keep[label] - 1), ranks[label].end());
@@ -327,8 +347,9 @@ void anchor_targets_cpu(const Inputs& in, const Params& params, const Outputs& o
   const AnchorLayout layout(in);
   at::parallel_for(0, in.batch, 1, [&](int64_t begin, int64_t end) {
     const auto size = static_cast<size_t>(in.size);
-    Scratch scratch{std::vector<int32_t>(cells), std::vector<uint32_t>(cells), {},
-                    std::vector<double>(size), std::vector<double>(size), std::vector<float>(size), std::vector<float>(size)};
+    Scratch scratch{std::vector<int32_t>(cells),  std::vector<uint32_t>(cells), {},
+                    std::vector<uint8_t>(cells),  std::vector<double>(size),   std::vector<double>(size),
+                    std::vector<float>(size),     std::vector<float>(size)};
     for (int64_t b = begin; b < end; ++b) {
       const SampleOutputs sample{out.labels + b * cells, out.deltas + 4 * b * cells, out.delta_weights + b * cells,
                                  out.iou + b * cells};
