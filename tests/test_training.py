@@ -336,3 +336,19 @@ def test_the_language_encoder_trains_when_asked(tmp_path):
     assert model.language.encoder.training
     optimised = {id(p) for group in build_optimizer(model, config).param_groups for p in group["params"]}
     assert all(id(p) in optimised for name, p in model.named_parameters() if name in encoder)
+
+
+class _Pickled:
+    """Stands for any object a pickle could carry: unpickling it would run code."""
+
+
+def test_training_checkpoints_load_tensors_and_plain_values_only(tmp_path):
+    from snlt_fast.training.state import TRAINING_FORMAT, load_training_checkpoint
+
+    path = tmp_path / "step-00000001.pth"
+    torch.save({"format": TRAINING_FORMAT, "payload": _Pickled()}, path)
+    with pytest.raises(ValueError, match="cannot read training checkpoint"):
+        load_training_checkpoint(path)
+    torch.save({"format": "other"}, path)
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        load_training_checkpoint(path)

@@ -7,8 +7,8 @@ pointing at the running environment's site-packages (installing torch again woul
 gigabytes), but not the running environment's editable install of snlt_fast.
 
 Building compiles the C++ extension from scratch (CPU kernels only), which takes minutes,
-so this runs only with SNLT_FAST_WHEEL_CHECK=1: `make wheel-check`, which .ci/run runs
-after `make test`.
+so this runs only with SNLT_FAST_WHEEL_CHECK=1, which `make test` (and so CI) sets;
+`make wheel-check` runs it alone.
 """
 
 import os

@@ -45,7 +45,13 @@ def newest_checkpoint(run_dir):
 
 
 def rng_states():
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain values, so that checkpoints load with weights_only."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -53,7 +59,8 @@ def rng_states():
 
 def restore_rng_states(states):
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -80,12 +87,13 @@ def save_training_checkpoint(run_dir, step, epoch, model_state, optimizer, scale
 
 
 def load_training_checkpoint(path):
-    """A checkpoint this package wrote (it holds numpy RNG state, so it is read as trusted: only
-    resume from run folders you made)."""
+    """A checkpoint `snlt train` wrote, read with torch's weights_only loader (tensors and
+    plain values only: a checkpoint never runs code)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"cannot read training checkpoint {path}: {' '.join(str(error).split()) or type(error).__name__}") from None
+        reason = " ".join(str(error).split()[:30]) or type(error).__name__
+        raise ValueError(f"cannot read training checkpoint {path}: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != TRAINING_FORMAT:
         raise ValueError(f"{path} is not a training checkpoint of snlt train")
     return payload
