@@ -148,5 +148,5 @@ def test_train_step(benchmark, backbone, precision, implementation, tmp_path):
     benchmark.group = f"train step {backbone} B={BATCH} {precision}"
     benchmark.extra_info.update(impl="pysot-style step" if implementation == "pysot" else "snlt_fast Trainer step",
                                 baseline=implementation == "pysot")
-    rounds = 1 if backbone == "resnet50" else 3
+    rounds = 1 if backbone == "resnet50" else 2
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
