@@ -8,6 +8,7 @@ datasets keep their annotations in compact form and build one `Video` per access
 RefCOCO): one Video of length 1 per annotated object, held as numpy arrays.
 """
 
+import abc
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +35,9 @@ class LazyDataset(Sequence):
             raise IndexError(f"dataset {self.name}: video index {index} out of range for {self._count} videos")
         return self._video(int(index) % self._count)
 
+    @abc.abstractmethod
     def _video(self, index):
-        raise NotImplementedError
+        """Video `index` (0 <= index < len), built now."""
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}: {len(self)} videos>"

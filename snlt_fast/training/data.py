@@ -31,7 +31,8 @@ def open_source(entry):
 
 class PairDataset(torch.utils.data.Dataset):
     """Sample `index` -> dict(template [3, E, E] float32, search [3, S, S] float32, box [4] float64
-    (cx, cy, w, h relative to the search crop centre), negative bool, sentence str or None)."""
+    (cx, cy, w, h relative to the search crop centre), negative bool, sentence str or None,
+    target_seeds [2] int64 for anchor_targets)."""
 
     def __init__(self, sources, data_config, seed):
         entries = data_config["datasets"]
@@ -75,6 +76,8 @@ class PairDataset(torch.utils.data.Dataset):
             "box": torch.from_numpy(crops[1][1]),
             "negative": pair.negative,
             "sentence": sentence if sentence and sentence.strip() else None,
+            # The anchor targets' random choice, keyed by the sample alone (see RunBatches).
+            "target_seeds": torch.from_numpy(np.random.default_rng([self.seed, index, 1]).integers(0, 2**32, 2)),
         }
 
 
@@ -86,6 +89,7 @@ def collate(samples):
         "box": torch.stack([s["box"] for s in samples]),
         "negative": torch.tensor([s["negative"] for s in samples]),
         "sentence": [s["sentence"] for s in samples],
+        "target_seeds": torch.stack([s["target_seeds"] for s in samples]),
     }
 
 

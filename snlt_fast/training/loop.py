@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from snlt_fast._files import write_text_atomic
 from snlt_fast.models import build_model, load_checkpoint, save_checkpoint
 from snlt_fast.models.checkpoints import ENCODER_PREFIX
+from snlt_fast.ops.anchor_targets import anchor_targets
 from snlt_fast.ops.anchors import generate_anchors
 from snlt_fast.training import config as config_module
 from snlt_fast.training import distributed, optim, state
@@ -124,10 +126,14 @@ class Trainer:
         self.optimizer = optim.build_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler("cuda") if config["precision"] == "fp16" else None
         self.start_step = 0
+        self._epoch = self._network = None
         if resume:
             self._resume()
-        anchors = generate_anchors(8, config["model"]["anchor_ratios"], config["model"]["anchor_scales"], self.model.score_size_for(config["data"]["search_size"]))
-        self.anchors = anchors.to(self.device)
+        model_config = config["model"]
+        score_size = self.model.score_size_for(config["data"]["search_size"])
+        self.anchors = generate_anchors(
+            self.model.stride, model_config["anchor_ratios"], model_config["anchor_scales"], score_size, device=self.device
+        )
         if sources is None:
             sources = [open_source(entry) for entry in config["data"]["datasets"]]
         elif len(sources) != len(config["data"]["datasets"]):
@@ -174,19 +180,12 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _targets(self, batch):
-        from snlt_fast import anchor_targets
-
         targets_config = self.config["targets"]
-        # The random choices of sample i depend on (seed, i) alone: the same on every rank split.
-        seeds = torch.tensor(
-            np.array([np.random.default_rng([self.config["seed"], index, 1]).integers(0, 2**32, 2) for index in batch["index"]]),
-            dtype=torch.int64, device=self.device,
-        )
         return anchor_targets(
             self.anchors, batch["box"].to(self.device, torch.float64),
             positive_iou=targets_config["positive_iou"], negative_iou=targets_config["negative_iou"],
             positive_num=targets_config["positive_num"], total_num=targets_config["total_num"],
-            negative=batch["negative"].to(self.device), seeds=seeds,
+            negative=batch["negative"].to(self.device), seeds=batch["target_seeds"].to(self.device),
         )
 
     def _step(self, network, batch):
@@ -234,11 +233,13 @@ class Trainer:
         return lr, values, skipped
 
     def _network_for(self, epoch):
-        trainable = frozenset(optim.set_trainable(self.model, epoch, self.config["model"]))
-        if trainable != getattr(self, "_trainable", None):
-            # DDP hooks the parameters that train when it is built: rebuild it when that set changes.
-            self._trainable = trainable
-            self._network = distributed.wrap(self.model, self.context, self.device)
+        """The module to run in `epoch`: what trains changes only between epochs, so it is set
+        (and DDP, which hooks the parameters that train when it is built, rebuilt) only then."""
+        if epoch != self._epoch:
+            trainable = frozenset(optim.set_trainable(self.model, epoch, self.config["model"]))
+            if self._network is None or trainable != self._trainable:
+                self._network = distributed.wrap(self.model, self.context, self.device)
+            self._epoch, self._trainable = epoch, trainable
         return self._network
 
     def run(self):
@@ -247,7 +248,7 @@ class Trainer:
         train = config["train"]
         if context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            state.write_text_atomic(self.run_dir / "config.yaml", config_module.dump(config))
+            write_text_atomic(self.run_dir / "config.yaml", config_module.dump(config))
             metrics = state.MetricsLog(self.run_dir / "metrics.csv", keep_through_step=self.start_step)
             writer = _summary_writer(self.run_dir, self.start_step)
         batches = RunBatches(train["batch_size"], self.start_step, self.end_step, context.rank, context.world_size)
