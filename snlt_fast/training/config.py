@@ -287,10 +287,7 @@ def load_config(name_or_path, overrides=()):
     for text in overrides:
         path, value = parse_override(text)
         _apply_override(config, path, value, text)
-    checked = defaults()
-    _merge(SCHEMA, checked, config, "")
-    _check_values(checked)
-    return checked
+    return resolve(config)
 
 
 def resolve(tree):
