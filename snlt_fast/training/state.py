@@ -33,10 +33,13 @@ def checkpoint_dir(run_dir):
 
 
 def newest_checkpoint(run_dir):
-    """The path of the run's newest checkpoint, or None."""
+    """The path of the run's newest checkpoint, or None; a killed write's hidden temporary
+    file is removed on the way (it never has a checkpoint's name)."""
     found = []
     folder = checkpoint_dir(run_dir)
     if folder.is_dir():
+        for path in folder.glob(".*.partial.pth"):
+            path.unlink(missing_ok=True)
         for path in folder.iterdir():
             match = CHECKPOINT_NAME.fullmatch(path.name)
             if match:
