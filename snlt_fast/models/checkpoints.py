@@ -9,7 +9,11 @@ Recognised layouts (after unwrapping a "state_dict" entry and "module." prefixes
   published SNLT            backbone.*, adjustment_layer.*, nl_multi_rpn.l{2,3,4}_rpn.*,
                             nl_multi_rpn.{cls,loc,nl_cls,nl_loc}_weight,
                             nl_multi_rpn.bert_model.*                     -> "snlt_r50"
+  NanoTrack V1 / V2 / V3    backbone.features.*, ban_head.corr_pw.* / ban_head.corr_pw_cls.* /
+                            ban_head.corr_dw_cls.* (its unused neck.* is dropped)
+                                                                          -> "nanotrack_v1" ...
   ours                      {"format": "snlt_fast", "config": ..., "state_dict": ...}
+A pair of paths is NanoTrack's ONNX export (backbone, head), as cv2.TrackerNano loads it.
 
 Loading is strict: unexpected, missing or mis-shaped keys are a CheckpointError that
 lists them (only BatchNorm's num_batches_tracked, absent from old checkpoints, may be
@@ -24,7 +28,12 @@ from pathlib import Path
 
 import torch
 
+import numpy
+
 from snlt_fast._files import atomic_path
+from snlt_fast.models.nanotrack import ARCH_NAMES as NANOTRACK_ARCH_NAMES
+from snlt_fast.models.nanotrack import NanoTrack
+from snlt_fast.models.onnx_weights import OnnxWeightsError, load_onnx_pair
 from snlt_fast.models.snlt import ARCHS, SNLT, build_model
 
 FORMAT = "snlt_fast"
@@ -32,6 +41,16 @@ FORMAT_VERSION = 1
 ENCODER_PREFIX = "language.encoder."
 PUBLISHED_BERT_DIM = 768
 _LISTED_KEYS = 20
+NANOTRACK_ARCHS = {name: version for version, name in NANOTRACK_ARCH_NAMES.items()}
+ALL_ARCHS = (*ARCHS, *NANOTRACK_ARCHS)
+# Besides tensors, training scripts' checkpoints hold numpy numbers (NanoTrack's hold its
+# epoch as one): the globals that rebuild a numpy scalar from its dtype and bytes, and
+# nothing else, are allowed under weights_only.
+_NUMPY_SCALAR_GLOBALS = [
+    (numpy._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    numpy.dtype,
+    type(numpy.dtype("float64")),
+]
 
 
 class CheckpointError(ValueError):
@@ -59,7 +78,8 @@ def _read(source, map_location, trusted):
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     _check_magic(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=not trusted)
+        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as error:  # torch raises several types for a file it cannot read
         if isinstance(error, pickle.UnpicklingError) and not trusted:
             # torch's own text here is a page of advice about torch.load's defaults.
@@ -101,6 +121,10 @@ def _unwrap(payload):
 
 
 def _detect(state):
+    if any(key.startswith("ban_head.") for key in state):
+        if any(key.startswith("ban_head.corr_dw_cls.") for key in state):
+            return "nanotrack_v3"
+        return "nanotrack_v1" if any(key.startswith("ban_head.corr_pw.") for key in state) else "nanotrack_v2"
     if any(key.startswith("nl_multi_rpn.") for key in state):
         return "snlt_r50"
     if any(key.startswith("rpn_head.rpn2.") for key in state):
@@ -111,7 +135,8 @@ def _detect(state):
     shown = ", ".join(list(state)[:8])
     raise CheckpointError(
         "checkpoint layout not recognised: expected pysot SiamRPN++ (rpn_head.rpn2.*), pysot SiamRPN AlexNet "
-        f"(backbone.features.*, rpn_head.cls.*), published SNLT (nl_multi_rpn.*) or an snlt_fast checkpoint; its first keys are {shown}"
+        f"(backbone.features.*, rpn_head.cls.*), published SNLT (nl_multi_rpn.*), NanoTrack (ban_head.*) or an snlt_fast "
+        f"checkpoint; its first keys are {shown}"
     )
 
 
@@ -152,7 +177,7 @@ def _published_key(key):
 
 
 def _is_language_key(key):
-    return key.startswith("language.") or re.match(r"rpn_head\.(rpn\d\.)?nl_", key) is not None
+    return key.startswith(("language.", "nl_head.")) or re.match(r"rpn_head\.(rpn\d\.)?nl_", key) is not None
 
 
 # --------------------------------------------------------------------------- strict loading
@@ -198,15 +223,17 @@ def _load_strict(model, state, what, optional_prefix=None):
 
 
 def _check_arch(arch, found, what):
-    if arch is not None and arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+    if arch is not None and arch not in ALL_ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ALL_ARCHS)}; got {arch!r}")
     if arch is not None and arch != found:
         raise CheckpointError(f"arch={arch!r} was asked for, but the checkpoint holds {what} ({found})")
 
 
 def _build(config, backend):
+    config = dict(config)
+    family = NanoTrack if config.pop("family", "snlt") == "nanotrack" else SNLT
     try:
-        return SNLT(**config, backend=backend)
+        return family(**config, backend=backend)
     except TypeError as error:
         raise CheckpointError(f"the checkpoint's model config {config} does not build a model: {error}") from error
 
@@ -214,16 +241,23 @@ def _build(config, backend):
 def load_checkpoint(source, arch=None, *, language=None, backend=None, map_location="cpu", trusted=False):
     """The model held by a checkpoint (a path or a state dict), weights loaded, in eval mode.
 
+    source    a checkpoint path, a state dict, or the (backbone, head) pair of NanoTrack
+              ONNX files that cv2.TrackerNano loads.
     arch      expected architecture ("siamrpn_r50_l234", "siamrpn_alex", "snlt_r50",
-              "snlt_alex"); a checkpoint holding another is an error.
+              "snlt_alex", "nanotrack_v1", "nanotrack_v2", "nanotrack_v3"); a checkpoint
+              holding another is an error.
     language  the sentence encoder (see SNLT). A published SNLT checkpoint needs the
               directory of the bert-base-uncased it was trained with (for the tokenizer;
               the weights come from the checkpoint), or False to load only its visual
               part. For our checkpoints it replaces the saved encoder spec (False drops
-              the language branch). pysot checkpoints have no language branch.
+              the language branch). pysot checkpoints have no language branch; for a
+              NanoTrack checkpoint it adds a language head, initialised from the visual
+              head, for training.
     backend   the correlation backend of the returned model.
     trusted   allow checkpoints that pickle more than tensors (never for untrusted files).
     """
+    if isinstance(source, (list, tuple)):
+        return _load_onnx(source, arch, language, backend)
     payload = _read(source, map_location, trusted)
     if payload.get("format") == FORMAT:
         model = _load_ours(payload, arch, language, backend)
@@ -247,8 +281,34 @@ def _load_ours(payload, arch, language, backend):
     return model
 
 
+def _load_onnx(paths, arch, language, backend):
+    if len(paths) != 2:
+        raise CheckpointError(f"ONNX weights are a pair of files (backbone, head); got {len(paths)} paths")
+    if language not in (None, False):
+        raise CheckpointError("NanoTrack's ONNX files hold no language head: load them without language=")
+    try:
+        model = load_onnx_pair(*paths, backend=backend)
+    except OnnxWeightsError as error:
+        raise CheckpointError(str(error)) from None
+    _check_arch(arch, model.arch, "a NanoTrack model")
+    return model.eval()
+
+
+def _load_nanotrack(state, found, arch, language, backend):
+    _check_arch(arch, found, "a NanoTrack model")
+    model = _build({"family": "nanotrack", "version": NANOTRACK_ARCHS[found], "language": language or None}, backend)
+    # The published tracker never calls the neck the checkpoints hold.
+    state = {key: value for key, value in state.items() if not key.startswith("neck.")}
+    _load_strict(model, state, "NanoTrack checkpoint", optional_prefix=("nl_head.", "language."))
+    if model.has_language:
+        model.nl_head.load_state_dict(model.ban_head.state_dict())
+    return model
+
+
 def _load_foreign(state, arch, language, backend):
     found = _detect(state)
+    if found in NANOTRACK_ARCHS:
+        return _load_nanotrack(state, found, arch, language, backend)
     if found == "siamrpn_r50_l234":
         _check_arch(arch, found, "a pysot SiamRPN++ ResNet-50 model")
         config = {**ARCHS[found], "anchor_num": _anchor_num(state, "rpn_head.rpn2.cls.head.3.weight")}
@@ -298,8 +358,10 @@ def save_checkpoint(model, path):
     A frozen sentence encoder's weights are left out (the config names where they come
     from); a fine-tuned one's are kept. The file is written atomically.
     """
-    if not isinstance(model, SNLT):
-        raise TypeError(f"model must be an SNLT, got {type(model).__name__}")
+    if not isinstance(model, (SNLT, NanoTrack)):
+        raise TypeError(f"model must be an SNLT or a NanoTrack, got {type(model).__name__}")
+    if isinstance(model, NanoTrack) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules()):
+        raise ValueError("this NanoTrack model has batch-norm folded (loaded from ONNX): save the .pth it came from")
     state = model.state_dict()
     if model.language is not None and model.language.encoder.frozen:
         state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
@@ -337,15 +399,22 @@ def open_model(weights, *, arch=None, language=None, device="cpu", trusted=False
     """The model a user names: loaded from `weights`, or built with random weights
     (seeded, so runs repeat) when `weights` is None. Errors are one-line ValueErrors
     that name the argument; `trusted` is the command line's --trust-weights."""
-    if arch is not None and arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+    if arch is not None and arch not in ALL_ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ALL_ARCHS)}; got {arch!r}")
     if weights is None:
         torch.manual_seed(0)
+        if arch in NANOTRACK_ARCHS:
+            return NanoTrack(NANOTRACK_ARCHS[arch]).to(device)
         return build_model(arch or "snlt_r50").to(device)
-    if not Path(weights).is_file():
-        raise ValueError(f"weights {weights} does not exist or is not a file")
+    paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"weights {path} does not exist or is not a file")
+    if len(paths) > 2 or (len(paths) == 2) != all(str(path).endswith(".onnx") for path in paths):
+        raise ValueError("weights must be one checkpoint file, or NanoTrack's two ONNX files (backbone.onnx head.onnx)")
+    source = str(paths[0]) if len(paths) == 1 else [str(path) for path in paths]
     try:
-        return load_checkpoint(str(weights), arch, language=language, trusted=trusted).to(device)
+        return load_checkpoint(source, arch, language=language, trusted=trusted).to(device)
     except UntrustedCheckpointError:
         raise ValueError(
             f"weights {weights} pickles objects besides tensors, and unpickling them can run code: "

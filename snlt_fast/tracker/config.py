@@ -1,4 +1,5 @@
-"""Tracker parameters: the published SNLT values, and pysot's for pysot checkpoints."""
+"""Tracker parameters: the published SNLT values, pysot's for pysot checkpoints, and
+NanoTrack's two trackers (the published one and OpenCV's cv2.TrackerNano)."""
 
 import dataclasses
 import math
@@ -8,6 +9,17 @@ _PYSOT_VALUES = {
     "alexnet": dict(penalty_k=0.16, window_influence=0.40, lr=0.30),
     "resnet50": dict(penalty_k=0.05, window_influence=0.42, lr=0.38),
 }
+# The published NanoTrack tracker's values per version (models/config/configv*.yaml), and
+# the constants OpenCV's cv2.TrackerNano hard-codes for every version.
+_NANOTRACK_VALUES = {
+    1: dict(window_influence=0.462, penalty_k=0.148, lr=0.390),
+    2: dict(window_influence=0.490, penalty_k=0.150, lr=0.385),
+    3: dict(window_influence=0.455, penalty_k=0.138, lr=0.348),
+}
+_OPENCV_NANO_VALUES = dict(window_influence=0.455, penalty_k=0.055, lr=0.37)
+# "pysot": the crops and state of pysot's SiamRPN++ (anchor-form models); the NanoTrack
+# profiles are described in snlt_fast.tracker.point.
+PROFILES = ("pysot", "siamtrackers", "opencv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +53,7 @@ class TrackerConfig:
     lost_instance_size: int = 831
     lost_window_influence: float = 0.01
     lost_lr: float = 0.8
+    profile: str = "pysot"
 
     def __post_init__(self):
         for name in ("context_amount", "penalty_k", "window_influence", "lr", "alpha", "lost_window_influence", "lost_lr"):
@@ -50,6 +63,8 @@ class TrackerConfig:
         for name in ("window_influence", "lost_window_influence"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if self.lr_mode not in ("snlt", "pysot"):
             raise ValueError(f"lr_mode must be 'snlt' or 'pysot', got {self.lr_mode!r}")
         if not self.anchor_ratios or not self.anchor_scales:
@@ -79,5 +94,18 @@ class TrackerConfig:
         if backbone not in _PYSOT_VALUES:
             raise ValueError(f"backbone must be one of {sorted(_PYSOT_VALUES)}, got {backbone!r}")
         values = dict(_PYSOT_VALUES[backbone], anchor_scales=(8,), lr_mode="pysot", long_term=False)
+        values.update(changes)
+        return cls(**values)
+
+    @classmethod
+    def nanotrack(cls, version, profile="siamtrackers", **changes):
+        """NanoTrack V1-V3's tracker: the published one (profile "siamtrackers", its values for
+        `version`) or OpenCV 5.1's cv2.TrackerNano (profile "opencv"); no long-term mode."""
+        if version not in _NANOTRACK_VALUES:
+            raise ValueError(f"version must be 1, 2 or 3, got {version!r}")
+        if profile not in PROFILES[1:]:
+            raise ValueError(f"profile must be 'siamtrackers' or 'opencv', got {profile!r}")
+        values = _OPENCV_NANO_VALUES if profile == "opencv" else _NANOTRACK_VALUES[version]
+        values = dict(values, lr_mode="pysot", long_term=False, profile=profile)
         values.update(changes)
         return cls(**values)

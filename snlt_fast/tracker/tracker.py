@@ -21,12 +21,14 @@ import contextlib
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from snlt_fast.ops.anchors import generate_anchors, hanning_window
 from snlt_fast.ops.postprocess import track_postprocess
 from snlt_fast.tracker.config import TrackerConfig
 from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
+from snlt_fast.tracker.point import PointTracker
 
 # Columns of the per-frame result read back to the host.
 _RESULT_COLUMNS = ("x", "y", "w", "h", "score", "pscore", "w_vis", "w_nl")
@@ -93,10 +95,12 @@ def _parse_targets(box, text):
 
 
 class SNLTracker:
-    """The SNLT tracker on `model` (an snlt_fast.models.SNLT, or one loaded with load_checkpoint).
+    """The SNLT tracker on `model` (an snlt_fast.models.SNLT or NanoTrack, or one loaded with load_checkpoint).
 
     config      TrackerConfig; default: pysot's values for a visual-only model with 5
-                anchors per cell (a pysot checkpoint), else the published SNLT values.
+                anchors per cell (a pysot checkpoint), the published NanoTrack tracker's
+                for a NanoTrack model (TrackerConfig.nanotrack; profile="opencv" gives
+                cv2.TrackerNano's boxes), else the published SNLT values.
     reference   run the model and the post-processing on the pure-PyTorch reference
                 ops (the specification), for checking; same as backend="reference".
     backend     the backend of the correlations and the post-processing (None: fastest).
@@ -110,12 +114,21 @@ class SNLTracker:
         self.config = config if config is not None else default_config(model)
         if not isinstance(self.config, TrackerConfig):
             raise TypeError(f"config must be a TrackerConfig, got {type(self.config).__name__}")
+        self.backend = "reference" if reference else backend
+        self._initialized = False
+        self._point = None
+        if getattr(model, "head_form", "anchor") == "point":
+            if cuda_graph:
+                raise ValueError(f"cuda_graph=True is not available for {model.arch} models (their crops are cut on the host)")
+            self._point = PointTracker(model, self.config, self.backend)
+            return
+        if self.config.profile != "pysot":
+            raise ValueError(f"profile {self.config.profile!r} is for NanoTrack models; a {model.arch} model uses 'pysot'")
         if self.config.anchor_num != model.anchor_num:
             raise ValueError(
                 f"config has {self.config.anchor_num} anchors per cell ({len(self.config.anchor_ratios)} ratios x "
                 f"{len(self.config.anchor_scales)} scales) but the model predicts {model.anchor_num}"
             )
-        self.backend = "reference" if reference else backend
         self.device = next(model.parameters()).device
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a model on a CUDA device, got {self.device}")
@@ -132,8 +145,19 @@ class SNLTracker:
         """Start tracking in `frame` (HxWx3 uint8 BGR) the target(s) `box` = (x, y, w, h)
         described by `text` (None: visual only); or N boxes and N sentences (a list each)."""
         boxes, texts, self._single = _parse_targets(box, text)
+        if self._point is not None:
+            frame = np.ascontiguousarray(frame_to_tensor(frame, "cpu").numpy())
+            self._frame_shape, self._frame_index = frame.shape, 0
+            with torch.inference_mode():
+                self._point.init(frame, boxes, texts)
+            self.has_text = texts is not None
+            self._heads = ("cls", "loc", "nl_cls", "nl_loc") if self.has_text else ("cls", "loc")
+            self._lost = [False] * len(boxes)
+            self._initialized = True
+            return
         with torch.inference_mode():
             self._init_state(frame_to_tensor(frame, self.device), boxes, texts)
+        self._initialized = True
 
     def _init_state(self, frame, boxes, texts):
         self._frame_shape = tuple(frame.shape)
@@ -234,8 +258,10 @@ class SNLTracker:
 
     def track(self, frame):
         """Track in the next frame; a TargetResult, or a list of them when init was given a list of targets."""
-        if not hasattr(self, "_centers"):
+        if not self._initialized:
             raise RuntimeError("call init(frame, box, text) before track(frame)")
+        if self._point is not None:
+            return self._track_points(frame)
         frame = frame_to_tensor(frame, self.device)
         if tuple(frame.shape) != self._frame_shape:
             raise ValueError(f"frame has shape {tuple(frame.shape)} but the first frame had {self._frame_shape}")
@@ -247,6 +273,16 @@ class SNLTracker:
             values = result.cpu().tolist()  # the one host read per frame
         self._frame_index += 1
         results = [self._finish(target, row) for target, row in enumerate(values)]
+        return results[0] if self._single else results
+
+    def _track_points(self, frame):
+        frame = np.ascontiguousarray(frame_to_tensor(frame, "cpu").numpy())
+        if frame.shape != self._frame_shape:
+            raise ValueError(f"frame has shape {frame.shape} but the first frame had {self._frame_shape}")
+        with torch.inference_mode():
+            boxes, stats, finite = self._point.track(frame)
+        self._frame_index += 1
+        results = [self._finish(t, [*box, *stat, *flags]) for t, (box, stat, flags) in enumerate(zip(boxes, stats, finite))]
         return results[0] if self._single else results
 
     def _mixed_step(self, frame):
@@ -313,6 +349,8 @@ class SNLTracker:
 def default_config(model):
     """pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint); SNLT's
     otherwise; with the anchors the model was trained with, where it says."""
+    if getattr(model, "head_form", "anchor") == "point":
+        return TrackerConfig.nanotrack(model.version)
     language = getattr(model, "has_language", True)
     anchors = {}
     if getattr(model, "anchor_scales", None):
