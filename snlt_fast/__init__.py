@@ -5,6 +5,7 @@ from snlt_fast.ops.anchor_targets import anchor_targets
 from snlt_fast.ops.anchors import generate_anchors, hanning_window
 from snlt_fast.ops.postprocess import dynamic_aggregate, track_postprocess
 from snlt_fast.ops.xcorr import xcorr_depthwise, xcorr_depthwise_many
+from snlt_fast.ops.xcorr_pixelwise import xcorr_pixelwise
 
-__all__ = ["BACKENDS", "available_backends", "xcorr_depthwise", "xcorr_depthwise_many"]
+__all__ = ["BACKENDS", "available_backends", "xcorr_depthwise", "xcorr_depthwise_many", "xcorr_pixelwise"]
 __all__ += ["dynamic_aggregate", "track_postprocess", "generate_anchors", "hanning_window", "anchor_targets"]

@@ -195,6 +195,55 @@ def test_nan_inf_and_signed_zero_as_in_the_reference(backend_device, dtype):
     assert_matches_reference([search], [language], backend, generator)
 
 
+@pytest.mark.parametrize("padding", [1, 2])
+def test_padding_is_the_reference_of_the_padded_search(backend_device, padding):
+    """Forward and gradients are those of the zero-padded search: NanoTrack V3's depth-wise
+    branch (a 4x4 kernel, padding 1 on 16x16: 15x15), a kernel larger than the search
+    itself, a [B, C] kernel."""
+    backend, device = backend_device
+    generator = torch.Generator().manual_seed(padding)
+    shapes = [((2, 3, 16, 16), (2, 3, 4, 4)), ((1, 2, 3, 5), (1, 2, 5, 3)), ((2, 3, 6, 5), (2, 3))]
+    if not interpreted(backend, device):
+        shapes.append(((1, 96, 16, 16), (1, 96, 4, 4)))
+    for search_shape, kernel_shape in shapes:
+        search = random_values(search_shape, torch.float32, device, generator)
+        kernel = random_values(kernel_shape, torch.float32, device, generator)
+        results = {}
+        for name in (backend, "reference"):
+            leaves = search.detach().requires_grad_(), kernel.detach().requires_grad_()
+            if name == "reference":
+                padded = torch.nn.functional.pad(leaves[0], (padding,) * 4)
+                out = snlt_fast.xcorr_depthwise(padded, leaves[1], backend=name)
+            else:
+                out = snlt_fast.xcorr_depthwise(*leaves, padding=padding, backend=name)
+            out.backward(random_values(out.shape, out.dtype, device, torch.Generator().manual_seed(0)))
+            results[name] = (out.detach(), leaves[0].grad, leaves[1].grad)
+        for actual, expected in zip(results[backend], results["reference"]):
+            assert_same_bits(actual, expected)
+    search, kernel = torch.zeros(1, 2, 16, 16, device=device), torch.zeros(1, 2, 4, 4, device=device)
+    assert snlt_fast.xcorr_depthwise(search, kernel, padding=1, backend=backend).shape == (1, 2, 15, 15)
+
+
+def test_padding_in_many_pairs(backend_device):
+    backend, device = backend_device
+    generator = torch.Generator().manual_seed(11)
+    searches = [random_values(s, torch.float32, device, generator) for s in ((2, 3, 7, 6), (1, 2, 4, 4))]
+    kernels = [random_values(k, torch.float32, device, generator) for k in ((2, 3, 3, 3), (1, 2))]
+    outputs = snlt_fast.xcorr_depthwise_many(searches, kernels, padding=2, backend=backend)
+    for search, kernel, out in zip(searches, kernels, outputs):
+        padded = torch.nn.functional.pad(search, (2, 2, 2, 2))
+        assert_same_bits(out, snlt_fast.xcorr_depthwise(padded, kernel, backend="reference"))
+
+
+def test_gradcheck_with_padding(backend_device):
+    backend, device = backend_device
+    generator = torch.Generator().manual_seed(12)
+    search = random_values((2, 2, 4, 5), torch.float64, device, generator).requires_grad_()
+    kernel = random_values((2, 2, 3, 3), torch.float64, device, generator).requires_grad_()
+    padded = lambda s, k: snlt_fast.xcorr_depthwise(s, k, padding=1, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(padded, (search, kernel), fast_mode=interpreted(backend, device))
+
+
 # --------------------------------------------------------------------------- autograd and torch integration
 
 
@@ -309,6 +358,15 @@ BAD_CALLS = {
     "backend missing": (ValueError, "not available", lambda: snlt_fast.xcorr_depthwise(S, K, backend="cuda")),
     "backend unknown": (ValueError, "unknown backend", lambda: snlt_fast.xcorr_depthwise(S, K, backend="fortran")),
     "backend type": (TypeError, "backend must be", lambda: snlt_fast.xcorr_depthwise(S, K, backend=3)),
+    "padding negative": (ValueError, "padding must be >= 0", lambda: snlt_fast.xcorr_depthwise(S, K, padding=-1)),
+    "padding float": (TypeError, "padding must be an int", lambda: snlt_fast.xcorr_depthwise(S, K, padding=1.0)),
+    "padding bool": (TypeError, "padding must be an int", lambda: snlt_fast.xcorr_depthwise(S, K, padding=True)),
+    "padded too small": (
+        ValueError,
+        r"search padded by 1 \(6, 6\)",
+        lambda: snlt_fast.xcorr_depthwise(S[..., :4, :4], S[..., :7, :7], padding=1),
+    ),
+    "many padding": (ValueError, "padding must be", lambda: snlt_fast.xcorr_depthwise_many([S], [K], padding=-2)),
     "many lengths": (ValueError, "equal length", lambda: snlt_fast.xcorr_depthwise_many([S, S], [K])),
     "many not lists": (TypeError, "lists of tensors", lambda: snlt_fast.xcorr_depthwise_many(S, K)),
     "many pair index": (ValueError, r"kernel\[1\]", lambda: snlt_fast.xcorr_depthwise_many([S, S], [K, K[:1, :2]])),

@@ -10,7 +10,9 @@ Arithmetic contract, kept bit for bit by every backend:
                grad_out[b,c,y,x] * search[b,c,y+i,x+j].
 Every product and every sum is rounded to the accumulator type (float64 for float64
 inputs, float32 otherwise); no fused multiply-add; one rounding to the input dtype at
-the end.
+the end. With padding=p the search is first zero-padded by p on all four sides
+(F.pad), and the contract holds for that padded search: exact on every backend, since
+the padding is data like any other; autograd takes grad search back through the pad.
 """
 
 import torch
@@ -181,8 +183,8 @@ _xcorr_op.register_autograd(_backward_single_autograd, setup_context=_setup_sing
 # --------------------------------------------------------------------------- public API
 
 
-def _check_pair(search, kernel, where=""):
-    """Validate one (search, kernel) pair; returns the kernel as [B or 1, C, kh, kw]."""
+def _check_tensors(search, kernel, where=""):
+    """Both tensors of one float dtype, on one device."""
     for name, value in (("search", search), ("kernel", kernel)):
         if not isinstance(value, Tensor):
             raise TypeError(f"{name}{where} must be a torch.Tensor, got {type(value).__name__}")
@@ -192,13 +194,11 @@ def _check_pair(search, kernel, where=""):
         raise TypeError(f"search{where} and kernel{where} must share a dtype, got {search.dtype} and {kernel.dtype}")
     if search.device != kernel.device:
         raise ValueError(f"search{where} and kernel{where} must be on one device, got {search.device} and {kernel.device}")
-    if search.dim() != 4:
-        raise ValueError(f"search{where} must be [B, C, H, W], got shape {tuple(search.shape)}")
-    if kernel.dim() == 2:
-        kernel = kernel[:, :, None, None]
-    if kernel.dim() != 4:
-        raise ValueError(f"kernel{where} must be [B, C, kh, kw] or [B, C], got shape {tuple(kernel.shape)}")
-    batch, channels, height, width = search.shape
+
+
+def _check_batch_and_channels(search, kernel, where=""):
+    """The kernel has the search's channels and its batch (or one for the whole batch)."""
+    batch, channels = search.shape[:2]
     if kernel.shape[1] != channels:
         raise ValueError(
             f"kernel{where} has {kernel.shape[1]} channels but search{where} has {channels} "
@@ -209,33 +209,64 @@ def _check_pair(search, kernel, where=""):
             f"kernel{where} batch must be 1 or the search batch {batch}, got {kernel.shape[0]} "
             f"(kernel {tuple(kernel.shape)}, search {tuple(search.shape)})"
         )
+
+
+def _check_padding(padding):
+    if not isinstance(padding, int) or isinstance(padding, bool):
+        raise TypeError(f"padding must be an int, got {type(padding).__name__}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+
+
+def _check_pair(search, kernel, where="", padding=0):
+    """Validate one (search, kernel) pair; returns the kernel as [B or 1, C, kh, kw]."""
+    _check_tensors(search, kernel, where)
+    if search.dim() != 4:
+        raise ValueError(f"search{where} must be [B, C, H, W], got shape {tuple(search.shape)}")
+    if kernel.dim() == 2:
+        kernel = kernel[:, :, None, None]
+    if kernel.dim() != 4:
+        raise ValueError(f"kernel{where} must be [B, C, kh, kw] or [B, C], got shape {tuple(kernel.shape)}")
+    _check_batch_and_channels(search, kernel, where)
+    height, width = search.shape[2] + 2 * padding, search.shape[3] + 2 * padding
     if kernel.shape[2] < 1 or kernel.shape[3] < 1 or kernel.shape[2] > height or kernel.shape[3] > width:
+        padded = f" padded by {padding}" if padding else ""
         raise ValueError(
             f"kernel{where} spatial size {tuple(kernel.shape[2:])} must be at least 1x1 and fit inside "
-            f"search{where} {(height, width)}"
+            f"search{where}{padded} {(height, width)}"
         )
     return kernel
 
 
-def xcorr_depthwise(search: Tensor, kernel: Tensor, *, backend: str | None = None) -> Tensor:
+def _padded(search, padding):
+    """The search with `padding` zeros on all four sides (autograd takes the gradient back through it)."""
+    return torch.nn.functional.pad(search, (padding,) * 4) if padding else search
+
+
+def xcorr_depthwise(search: Tensor, kernel: Tensor, *, padding: int = 0, backend: str | None = None) -> Tensor:
     """Depth-wise cross-correlation of `search` [B, C, H, W] with `kernel`.
 
     kernel is [B, C, kh, kw], [1, C, kh, kw] (one template for the whole batch), or
-    [B, C] (a 1x1 kernel, e.g. a sentence embedding). Returns [B, C, H-kh+1, W-kw+1]
-    in the inputs' dtype. Equal to pysot's grouped-conv `xcorr_depthwise`, and bit for
-    bit equal across backends (see the module docstring).
+    [B, C] (a 1x1 kernel, e.g. a sentence embedding). `padding` zeros on all four sides
+    of the search first (NanoTrack V3: a 4x4 kernel, padding 1 on a 16x16 search gives
+    15x15). Returns [B, C, H+2*padding-kh+1, W+2*padding-kw+1] in the inputs' dtype.
+    Equal to pysot's grouped-conv `xcorr_depthwise`, and bit for bit equal across
+    backends (see the module docstring).
     """
-    kernel = _check_pair(search, kernel)
+    _check_padding(padding)
+    kernel = _check_pair(search, kernel, padding=padding)
+    search = _padded(search, padding)
     backend = _backends.resolve_backend(backend, search.device)
     if _backends.calls_native_directly(backend, (search, kernel)):
         return _backends.native_ops().xcorr_forward_many([search], [kernel])[0]
     return _xcorr_op(search, kernel, backend)
 
 
-def xcorr_depthwise_many(searches, kernels, *, backend: str | None = None) -> list[Tensor]:
+def xcorr_depthwise_many(searches, kernels, *, padding: int = 0, backend: str | None = None) -> list[Tensor]:
     """`xcorr_depthwise` of each (searches[n], kernels[n]) pair, in one kernel launch.
 
-    Shapes may differ between pairs; all tensors share one device and dtype.
+    Shapes may differ between pairs; all tensors share one device and dtype; `padding`
+    applies to every search.
     """
     if not isinstance(searches, (list, tuple)) or not isinstance(kernels, (list, tuple)):
         raise TypeError(
@@ -243,9 +274,10 @@ def xcorr_depthwise_many(searches, kernels, *, backend: str | None = None) -> li
         )
     if len(searches) != len(kernels):
         raise ValueError(f"searches and kernels must have equal length, got {len(searches)} and {len(kernels)}")
+    _check_padding(padding)
     if not searches:
         return []
-    kernels = [_check_pair(s, k, f"[{n}]") for n, (s, k) in enumerate(zip(searches, kernels))]
+    kernels = [_check_pair(s, k, f"[{n}]", padding) for n, (s, k) in enumerate(zip(searches, kernels))]
     first = searches[0]
     for n, search in enumerate(searches):
         if search.device != first.device or search.dtype != first.dtype:
@@ -253,6 +285,7 @@ def xcorr_depthwise_many(searches, kernels, *, backend: str | None = None) -> li
                 f"all pairs must share one device and dtype: searches[0] is {first.dtype} on {first.device}, "
                 f"searches[{n}] is {search.dtype} on {search.device}"
             )
+    searches = [_padded(search, padding) for search in searches]
     backend = _backends.resolve_backend(backend, first.device)
     if _backends.calls_native_directly(backend, (*searches, *kernels)):
         return list(_backends.native_ops().xcorr_forward_many(list(searches), kernels))
