@@ -36,6 +36,7 @@ import math
 import numbers
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -140,9 +141,18 @@ def _change(ratio):
     return torch.where(ratio > inverse, ratio, inverse)
 
 
+def correctly_rounded_sqrt(x: Tensor) -> Tensor:
+    """sqrt rounded as IEEE 754 rounds it, as the kernels' sqrt is: torch's vectorized CPU
+    sqrt is an ulp off for about 1% of float32 and float64 inputs; numpy's is exact."""
+    if x.device.type != "cpu":
+        return torch.sqrt(x)
+    with np.errstate(invalid="ignore"):
+        return torch.from_numpy(np.sqrt(x.numpy()))
+
+
 def _size_with_context(w, h):
     pad = (w + h) * 0.5
-    return torch.sqrt((w + pad) * (h + pad))
+    return correctly_rounded_sqrt((w + pad) * (h + pad))
 
 
 def first_argmax(values: Tensor) -> Tensor:
@@ -330,8 +340,8 @@ def _check_window(window, anchors):
     return _as_kernel_input(window, torch.float64)
 
 
-def _check_target_size(target_size, batch, device):
-    """target_size as float64 [B, 2] on `device`: a tensor [B, 2] or [2], or a sequence of (w, h)."""
+def _check_target_size(target_size, batch, device, dtype=torch.float64):
+    """target_size as `dtype` [B, 2] on `device`: a tensor [B, 2] or [2], or a sequence of (w, h)."""
     if isinstance(target_size, Tensor):
         if target_size.dtype.is_complex or target_size.dtype == torch.bool:
             raise TypeError(f"target_size must hold real numbers, got {target_size.dtype}")
@@ -348,6 +358,8 @@ def _check_target_size(target_size, batch, device):
         sizes = sizes.expand(batch, 2)
     elif shape != (batch, 2):
         raise ValueError(f"target_size must be [B, 2] = {(batch, 2)} or [2] (w, h), got {tuple(shape)}")
+    # Checked as the kernels read it: a size that `dtype` cannot hold (1e40 in float32) is refused.
+    sizes = sizes.to(dtype)
     # Reading a device tensor on the host would stall the stream every frame (and break
     # a compiled graph): there the kernels turn an invalid size into NaN scores instead.
     if sizes.device.type == "cpu" and not torch.compiler.is_compiling():
@@ -356,7 +368,7 @@ def _check_target_size(target_size, batch, device):
                 raise ValueError(f"target_size must hold positive finite (w, h), got {sizes.tolist()}")
     if sizes.device != device:
         sizes = sizes.to(device)
-    return _as_kernel_input(sizes, torch.float64)
+    return _as_kernel_input(sizes, dtype)
 
 
 def _native_backend(backend, cls_vis):
@@ -364,11 +376,11 @@ def _native_backend(backend, cls_vis):
     return isinstance(cls_vis, Tensor) and _backends.calls_native_directly(_backends.resolve_backend(backend, cls_vis.device))
 
 
-def _call_native_as_given(entry, cls_vis, *args, float64_inputs):
+def _call_native_as_given(entry, cls_vis, *args, kernel_inputs, dtype=torch.float64):
     """entry(cls_vis, *args) from snlt_fast._C, or None where the inputs are not in kernel form.
 
     Per-frame inputs already are (contiguous tensors, heads in float32 or float64 alike,
-    float64_inputs in float64, host target sizes valid): they meet only the native checks,
+    kernel_inputs tensors in `dtype`, host target sizes valid): they meet only the native checks,
     ~3 us less than the checks here. The dtypes that callers commonly convert (half heads,
     float32 anchors from numpy) are screened out here, as a refusal by the native checks costs
     ~14 us; whatever else they refuse, they refuse before any work, and the caller then takes
@@ -376,8 +388,8 @@ def _call_native_as_given(entry, cls_vis, *args, float64_inputs):
     """
     if cls_vis.dtype not in _KERNEL_DTYPES:
         return None
-    for value in float64_inputs:
-        if type(value) is not Tensor or value.dtype is not torch.float64:
+    for value in kernel_inputs:
+        if type(value) is not Tensor or value.dtype is not dtype:
             return None
     try:
         return entry(cls_vis, *args)
@@ -401,7 +413,7 @@ def dynamic_aggregate(cls_vis, cls_nl, loc_vis, loc_nl, anchors, *, alpha=1 / 30
     if native:
         outputs = _call_native_as_given(
             _backends.native_module().postprocess_aggregate, cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha,
-            float64_inputs=(anchors,),
+            kernel_inputs=(anchors,),
         )  # fmt: skip
         if outputs is not None:
             return Aggregation(*outputs)
@@ -448,7 +460,7 @@ def track_postprocess(
     if native and type(target_size) is Tensor and target_size.dim() == 2:
         outputs = _call_native_as_given(
             _backends.native_module().postprocess_track, cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size,
-            *numbers, float64_inputs=(anchors, window, target_size),
+            *numbers, kernel_inputs=(anchors, window, target_size),
         )  # fmt: skip
         if outputs is not None:
             return TrackResult(*outputs)
