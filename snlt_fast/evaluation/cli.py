@@ -20,7 +20,10 @@ def add_parser(subparsers):
     _dataset_arguments(run)
     run.add_argument("--tracker", required=True, help="snlt, or module:function returning a tracker")
     weights = run.add_mutually_exclusive_group()
-    weights.add_argument("--weights", type=Path, help="weights file for the tracker")
+    weights.add_argument(
+        "--weights", type=Path, nargs="+", metavar="FILE",
+        help="weights file for the tracker (NanoTrack's ONNX export: its two files, backbone.onnx head.onnx)",
+    )  # fmt: skip
     weights.add_argument("--random-weights", action="store_true", help="snlt with random weights (smoke runs, timing)")
     add_model_arguments(run)
     run.add_argument("--device", help="device for the tracker (e.g. cuda, cpu)")
@@ -71,10 +74,12 @@ def run_command(args):
         raise CommandError(one_line(error)) from None
     dataset = _open(args)
     results = args.results or Path("results") / args.dataset / tracker_label(args.tracker)
+    weights = args.weights[0] if args.weights and len(args.weights) == 1 else args.weights
     try:
         tracker = make_tracker(
-            args.tracker, args.weights, args.random_weights, args.device, args.arch, trusted=args.trust_weights
-        )
+            args.tracker, weights, args.random_weights, args.device, args.arch, trusted=args.trust_weights,
+            precision=args.precision,
+        )  # fmt: skip
     except ValueError as error:
         raise CommandError(one_line(error)) from None
     if args.random_weights:

@@ -10,23 +10,26 @@ def tracker_label(spec):
     return spec.rsplit(":", 1)[-1]
 
 
-def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None, trusted=False):
+def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None, trusted=False, precision="exact"):
     """A tracker object (with init and track) from a spec.
 
     "snlt": the SNLT tracker, from `weights` or, with random_weights=True, from
     freshly initialised weights (for timing and smoke tests); `arch` is the
     architecture random weights are built for (default snlt_r50), or the one the
     weights must hold (see snlt_fast.models.ARCHS); `trusted` lets the weights file
-    pickle objects besides tensors (see load_checkpoint). "module:function":
+    pickle objects besides tensors (see load_checkpoint); `precision` is SNLTracker's
+    ("exact" or "fast"). "module:function":
     `function` is imported from `module` and called with the keyword arguments
     weights= and device= that were given (none when neither was).
     """
     if weights is not None and random_weights:
         raise ValueError("give weights or random_weights, not both")
     if spec == "snlt":
-        return _make_snlt(weights, random_weights, device, arch, trusted)
+        return _make_snlt(weights, random_weights, device, arch, trusted, precision)
     if arch is not None:
         raise ValueError("arch applies to the built-in snlt tracker only")
+    if precision != "exact":
+        raise ValueError("precision applies to the built-in snlt tracker only")
     if ":" not in spec:
         raise ValueError(f"unknown tracker {spec!r}: expected one of {', '.join(BUILTIN_TRACKERS)} or module:function")
     if random_weights:
@@ -47,13 +50,13 @@ def make_tracker(spec, weights=None, random_weights=False, device=None, arch=Non
     return tracker
 
 
-def _make_snlt(weights, random_weights, device, arch, trusted):
+def _make_snlt(weights, random_weights, device, arch, trusted, precision):
     if weights is None and not random_weights:
         raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
     from snlt_fast.models import open_model, resolve_device
 
     model = open_model(weights, arch=arch, device=resolve_device(device), trusted=trusted)
-    return _SNLTAdapter(model, calibrate=random_weights)
+    return _SNLTAdapter(model, calibrate=random_weights, precision=precision)
 
 
 class _SNLTAdapter:
@@ -62,8 +65,8 @@ class _SNLTAdapter:
     first frame the tracker sees, and no long-term mode (their low scores would
     send every video into the lost search, as in `snlt track`)."""
 
-    def __init__(self, model, calibrate):
-        self.model, self.calibrate, self.tracker = model, calibrate, None
+    def __init__(self, model, calibrate, precision="exact"):
+        self.model, self.calibrate, self.precision, self.tracker = model, calibrate, precision, None
 
     def init(self, frame, box, text):
         from snlt_fast.tracker import SNLTracker, calibrate_random_weights, default_config
@@ -74,7 +77,7 @@ class _SNLTAdapter:
             if self.calibrate:
                 calibrate_random_weights(self.model, frame, box, text)
                 config = config.replace(long_term=False)
-            self.tracker = SNLTracker(self.model, config)
+            self.tracker = SNLTracker(self.model, config, precision=self.precision)
         self.tracker.init(frame, box, text)
 
     def track(self, frame):

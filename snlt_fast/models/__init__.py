@@ -1,8 +1,10 @@
-"""The SNLT network and its parts: backbones, neck, model, checkpoints."""
+"""The networks (SNLT on AlexNet / ResNet-50, NanoTrack V1-V3) and their parts, and checkpoints."""
 
 from snlt_fast.models.backbones import AlexNetLegacy, ResNet50Atrous
 from snlt_fast.models.checkpoints import CheckpointError, load_checkpoint, open_model, resolve_device, save_checkpoint
+from snlt_fast.models.nanotrack import NanoTrack, build_nanotrack
 from snlt_fast.models.neck import AdjustAllLayer, AdjustLayer
+from snlt_fast.models.onnx_weights import load_onnx_pair
 from snlt_fast.models.snlt import ARCHS, SNLT, build_model
 
 __all__ = [
@@ -11,10 +13,13 @@ __all__ = [
     "AdjustLayer",
     "AlexNetLegacy",
     "CheckpointError",
+    "NanoTrack",
     "ResNet50Atrous",
     "SNLT",
     "build_model",
+    "build_nanotrack",
     "load_checkpoint",
+    "load_onnx_pair",
     "open_model",
     "resolve_device",
     "save_checkpoint",

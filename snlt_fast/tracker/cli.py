@@ -10,7 +10,7 @@ from pathlib import Path
 
 from snlt_fast._backends import BACKENDS, resolve_backend
 from snlt_fast.cli import CommandError, one_line
-from snlt_fast.models.snlt import ARCHS
+from snlt_fast.models.checkpoints import ALL_ARCHS
 from snlt_fast.tracker.io import AnnotatedVideo, BadFrame, SourceError, atomic_output, format_box, open_source
 
 RANDOM_WEIGHTS_WARNING = (
@@ -46,13 +46,21 @@ def add_parser(subparsers):
         "(default 0, or 1 with --init-from)",
     )  # fmt: skip
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--weights", type=Path, help="checkpoint: snlt_fast, pysot SiamRPN(++) or published SNLT")
+    weights.add_argument(
+        "--weights", type=Path, nargs="+", metavar="FILE",
+        help="checkpoint: snlt_fast, pysot SiamRPN(++), published SNLT or NanoTrack (.pth); or NanoTrack's two "
+        "ONNX files as cv2.TrackerNano loads them (backbone.onnx head.onnx)",
+    )  # fmt: skip
     weights.add_argument("--random-weights", action="store_true", help="untrained network, for speed measurement only")
     add_model_arguments(parser)
     parser.add_argument("--language", help="for a published SNLT checkpoint: the local bert-base-uncased directory")
     parser.add_argument("--boxes", type=Path, help="write the boxes here, one x,y,w,h line per frame (per target)")
     parser.add_argument("--out", type=Path, help="write a video with the boxes, scores and modality weights drawn")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--profile", choices=("siamtrackers", "opencv"),
+        help="NanoTrack weights: the published NanoTrack tracker (default) or OpenCV's cv2.TrackerNano, box for box",
+    )  # fmt: skip
     parser.add_argument("--backend", choices=BACKENDS, help="backend of the correlations and the post-processing")
     parser.add_argument("--cuda-graph", action="store_true", help="on cuda: capture the per-frame step once and replay it")
     parser.add_argument(
@@ -67,14 +75,19 @@ def add_parser(subparsers):
 
 
 def add_model_arguments(parser):
-    """--trust-weights and --arch, which `snlt eval run` shares."""
+    """--trust-weights, --arch and --precision, which `snlt eval run` shares."""
+    parser.add_argument(
+        "--precision", choices=("exact", "fast"), default="exact",
+        help="exact (default): every op as its reference; fast: batch-norm folded, channels-last, and bfloat16 "
+        "(CPUs with AMX / AVX-512 BF16) or float16 (GPUs), boxes to the tolerance docs/tracker.md states",
+    )  # fmt: skip
     parser.add_argument(
         "--trust-weights", action="store_true",
         help="load a --weights file that pickles objects besides tensors (unpickling can run code: trusted files only)",
     )  # fmt: skip
     parser.add_argument(
-        "--arch", choices=ARCHS, metavar="ARCH",
-        help=f"the architecture --random-weights builds, or the one --weights must hold: {', '.join(ARCHS)} "
+        "--arch", choices=ALL_ARCHS, metavar="ARCH",
+        help=f"the architecture --random-weights builds, or the one --weights must hold: {', '.join(ALL_ARCHS)} "
         "(default snlt_r50)",
     )  # fmt: skip
 
@@ -258,13 +271,15 @@ def run(args):
     boxes = [_shifted(box, -origin) for box, _ in targets]
     if args.random_weights:
         calibrate_random_weights(model, first, boxes[0], texts[0])
-    config = default_config(model)
+    if args.profile is not None and getattr(model, "head_form", "anchor") != "point":
+        raise CommandError(f"--profile is for NanoTrack weights; these hold a {model.arch} model")
+    config = default_config(model, args.profile)
     # Untrained networks score too low for the stable search to hold: their long-term
     # mode would fire within a few frames and time the 831-pixel lost search instead.
     long_term = args.long_term if args.long_term is not None else config.long_term and not args.random_weights
     config = config.replace(long_term=long_term)
     try:
-        tracker = SNLTracker(model, config, backend=args.backend, cuda_graph=args.cuda_graph)
+        tracker = SNLTracker(model, config, backend=args.backend, cuda_graph=args.cuda_graph, precision=args.precision)
         tracker.init(first, boxes, None if texts[0] is None else texts)
     except ValueError as error:
         raise CommandError(str(error)) from None

@@ -16,6 +16,7 @@ Crops are cut and resized with OpenCV on the host (exactly as both trackers do),
 network and the fused post-processing run on the model's device, all targets at once.
 """
 
+import contextlib
 import math
 
 import cv2
@@ -45,13 +46,14 @@ def nanotrack_window(score_size, profile):
 class PointTracker:
     """Tracks B targets with a point-form model; `SNLTracker` delegates to it for such models."""
 
-    def __init__(self, model, config, backend):
+    def __init__(self, model, config, backend, autocast, memory_format):
         if config.profile not in PROFILES:
             raise ValueError(
                 f"a {model.arch} model needs a NanoTrack profile: TrackerConfig.nanotrack(version, profile=...) with "
                 f"profile one of {', '.join(PROFILES)}; got profile {config.profile!r}"
             )
         self.model, self.config, self.backend = model, config, backend
+        self._autocast, self._memory_format = autocast, memory_format
         self.opencv = config.profile == "opencv"
         self.dtype = np.float32 if self.opencv else np.float64
         self.device = next(model.parameters()).device
@@ -89,7 +91,8 @@ class PointTracker:
         if self.opencv:
             patches = patches[..., ::-1]  # OpenCV's blobFromImage(swapRB=true)
         batch = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device, non_blocking=True)
-        return batch.permute(0, 3, 1, 2).to(next(self.model.parameters()).dtype)
+        crops = batch.permute(0, 3, 1, 2).to(next(self.model.parameters()).dtype)
+        return crops.contiguous(memory_format=self._memory_format)
 
     def _side(self, sizes):
         """sqrt((w + c(w+h)) (h + c(w+h))) per target, in the profile's precision."""
@@ -114,8 +117,10 @@ class PointTracker:
             self._template = self.model.template(crops, texts)
         self.has_text = texts is not None
 
+    @contextlib.contextmanager
     def _model_backend(self):
-        return self.model.using_backend(self.backend)
+        with self.model.using_backend(self.backend), self._autocast():
+            yield
 
     def track(self, frame):
         """(boxes [B, 4] (x, y, w, h), rows of score, pscore, w_vis, w_nl, finite flags) for the next frame."""

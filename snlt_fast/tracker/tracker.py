@@ -28,6 +28,7 @@ from snlt_fast.ops.anchors import generate_anchors, hanning_window
 from snlt_fast.ops.postprocess import track_postprocess
 from snlt_fast.tracker.config import TrackerConfig
 from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
+from snlt_fast.tracker.fast import check_precision, plan_fast
 from snlt_fast.tracker.point import PointTracker
 
 # Columns of the per-frame result read back to the host.
@@ -105,13 +106,25 @@ class SNLTracker:
                 ops (the specification), for checking; same as backend="reference".
     backend     the backend of the correlations and the post-processing (None: fastest).
     cuda_graph  on a CUDA device, capture the per-frame step once and replay it.
+    precision   "exact" (default): the model as given, every op bit for bit as its reference;
+                "fast": a deployment copy with batch-norm folded, channels-last, and bfloat16
+                (CPUs with AMX / AVX-512 BF16) or float16 (GPUs) autocast, whose boxes agree
+                with "exact" to the tolerance docs/tracker.md states (see snlt_fast.tracker.fast).
     """
 
-    def __init__(self, model, config=None, *, reference=False, backend=None, cuda_graph=False):
+    def __init__(self, model, config=None, *, reference=False, backend=None, cuda_graph=False, precision="exact"):
         if reference and backend not in (None, "reference"):
             raise ValueError(f"reference=True runs the reference backend; it cannot be combined with backend={backend!r}")
-        self.model = model.eval()
+        self.precision = check_precision(precision)
         self.config = config if config is not None else default_config(model)
+        device = next(model.parameters()).device
+        if precision == "fast":
+            plan = plan_fast(model)
+            model, self._autocast = plan.model, lambda: plan.autocast(device)
+        else:
+            self._autocast = contextlib.nullcontext
+        self.model = model.eval()
+        self._memory_format = torch.channels_last if precision == "fast" else torch.contiguous_format
         if not isinstance(self.config, TrackerConfig):
             raise TypeError(f"config must be a TrackerConfig, got {type(self.config).__name__}")
         self.backend = "reference" if reference else backend
@@ -120,7 +133,7 @@ class SNLTracker:
         if getattr(model, "head_form", "anchor") == "point":
             if cuda_graph:
                 raise ValueError(f"cuda_graph=True is not available for {model.arch} models (their crops are cut on the host)")
-            self._point = PointTracker(model, self.config, self.backend)
+            self._point = PointTracker(model, self.config, self.backend, self._autocast, self._memory_format)
             return
         if self.config.profile != "pysot":
             raise ValueError(f"profile {self.config.profile!r} is for NanoTrack models; a {model.arch} model uses 'pysot'")
@@ -172,7 +185,8 @@ class SNLTracker:
         exemplar = self.model.exemplar_size
         template_sizes = torch.round(self._template_side(self._sizes))
         z_crops = crop_and_resize(frame, self._centers, template_sizes, exemplar, self._fill)
-        with self._model_backend():
+        z_crops = z_crops.contiguous(memory_format=self._memory_format)
+        with self._model_backend(), self._autocast():
             # Kept here, not only in the model, so that several trackers can share one model.
             self._template = self.model.template(z_crops, texts)
         self.has_text = texts is not None
@@ -225,7 +239,8 @@ class SNLTracker:
         scale = self._exemplar_side / template_side
         search_sizes = torch.round(template_side * (instance / exemplar))
         crops = crop_and_resize(frame, self._centers, search_sizes, instance, self._fill)
-        with self._model_backend():
+        crops = crops.contiguous(memory_format=self._memory_format)
+        with self._model_backend(), self._autocast():
             heads = self.model.track(crops, self._template)
         anchors, window = self._anchors(heads["cls"].shape[-1])
         best = track_postprocess(
@@ -346,11 +361,12 @@ class SNLTracker:
         self._graph = graph
 
 
-def default_config(model):
-    """pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint); SNLT's
-    otherwise; with the anchors the model was trained with, where it says."""
+def default_config(model, profile=None):
+    """NanoTrack's tracker for a NanoTrack model (`profile` "siamtrackers", the default, or
+    "opencv"); pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint);
+    SNLT's otherwise; with the anchors the model was trained with, where it says."""
     if getattr(model, "head_form", "anchor") == "point":
-        return TrackerConfig.nanotrack(model.version)
+        return TrackerConfig.nanotrack(model.version, profile or "siamtrackers")
     language = getattr(model, "has_language", True)
     anchors = {}
     if getattr(model, "anchor_scales", None):

@@ -1,0 +1,64 @@
+"""The tracker's precision modes: "exact" runs the model as given (every op bit for bit as
+its reference); "fast" runs a deployment copy of it.
+
+The fast copy has batch-norm folded into the convolutions (snlt_fast.nn.fold_batchnorm),
+its weights and crops in channels-last layout, and, where the hardware computes it
+quickly, the network in reduced precision under autocast: bfloat16 on CPUs with AMX or
+AVX-512 BF16 (checked at run time; elsewhere bfloat16 is emulated and several times
+slower, so the network stays float32), float16 on CUDA GPUs. The correlation and
+post-processing ops keep their contracts in every dtype, and the box state stays in the
+tracker's own precision. What each step gives is measured in bench/ (bench_fast.py).
+"""
+
+import contextlib
+from typing import NamedTuple, Optional
+
+import torch
+
+from snlt_fast.nn.fold import fold_batchnorm
+
+PRECISIONS = ("exact", "fast")
+
+
+class FastPlan(NamedTuple):
+    """What "fast" does on this machine: the model it runs, and the autocast dtype (None: float32)."""
+
+    model: torch.nn.Module
+    autocast_dtype: Optional[torch.dtype]
+
+    def autocast(self, device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+
+def cpu_computes_bfloat16():
+    """Whether this CPU has bfloat16 units (AMX tiles or AVX-512 BF16); without them oneDNN
+    emulates bfloat16, which is slower than float32."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def reduced_precision_for(device, reduced=None):
+    """The autocast dtype "fast" uses on `device`: `reduced` if given ("float32" for none),
+    else float16 on CUDA, bfloat16 on a CPU that computes it, none otherwise."""
+    choices = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if reduced is not None:
+        if reduced not in choices:
+            raise ValueError(f"reduced must be one of {', '.join(choices)}, got {reduced!r}")
+        return choices[reduced]
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_computes_bfloat16() else None
+
+
+def plan_fast(model, reduced=None):
+    """The deployment copy of `model` (the caller's model is left as it is) and its autocast dtype."""
+    device = next(model.parameters()).device
+    fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    return FastPlan(fast, reduced_precision_for(device, reduced))
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision
