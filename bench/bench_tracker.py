@@ -91,11 +91,15 @@ def _agreement(model, frames, count=10):
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
-@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker"])
+@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker fast"])
 def test_tracking_step_cpu(benchmark, frames, backbone, impl):
     model = _model(backbone, frames)
     if _label(benchmark, f"tracker step cpu {backbone} 1 target (Biker 640x360)", impl, "published pipeline"):
         tracker = PublishedTracker(model, CONFIG)
+    elif impl == "SNLTracker fast":
+        # Random weights: boxes are chaotic, so fast-vs-exact agreement is measured on real
+        # weights (tests/test_fast.py, bench_nanotrack.py); this row is speed only.
+        tracker = SNLTracker(model, CONFIG, precision="fast")
     else:
         identical, drift = _agreement(model, frames)
         assert identical, "SNLTracker and the published pipeline disagree on the same crops"
@@ -107,7 +111,7 @@ def test_tracking_step_cpu(benchmark, frames, backbone, impl):
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
-@pytest.mark.parametrize("impl", ["8 single-target trackers", "one tracker, 8 targets batched"])
+@pytest.mark.parametrize("impl", ["8 single-target trackers", "one tracker, 8 targets batched", "one tracker, 8 targets batched, fast"])
 def test_eight_targets_cpu(benchmark, frames, backbone, impl):
     model = _model(backbone, frames)
     if _label(benchmark, f"tracker step cpu {backbone} 8 targets (Biker 640x360)", impl, "8 single-target trackers"):
@@ -115,20 +119,21 @@ def test_eight_targets_cpu(benchmark, frames, backbone, impl):
         for tracker, box, sentence in zip(trackers, EIGHT_BOXES, EIGHT_SENTENCES):
             tracker.init(frames[0], box, sentence)
     else:
-        trackers = [SNLTracker(model, CONFIG)]
+        trackers = [SNLTracker(model, CONFIG, precision="fast" if impl.endswith("fast") else "exact")]
         trackers[0].init(frames[0], EIGHT_BOXES, EIGHT_SENTENCES)
     _timed_tracking(benchmark, trackers, frames, max(3, ROUNDS[backbone] // 2))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker cuda_graph"])
+@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker cuda_graph", "SNLTracker fast cuda_graph"])
 def test_tracking_step_gpu_resnet50(benchmark, frames, impl):
     model = _model("resnet50", frames, "cuda")
     group = f"tracker step {torch.cuda.get_device_name()} resnet50 1 target (published: 50 FPS on RTX 2080 Ti)"
     if _label(benchmark, group, impl, "published pipeline"):
         tracker = PublishedTracker(model, CONFIG)
     else:
-        tracker = SNLTracker(model, CONFIG, cuda_graph=impl.endswith("cuda_graph"))
+        precision = "fast" if "fast" in impl else "exact"
+        tracker = SNLTracker(model, CONFIG, cuda_graph=impl.endswith("cuda_graph"), precision=precision)
     tracker.init(frames[0], EIGHT_BOXES[0], SENTENCE)
     upcoming = itertools.cycle(frames[1:])
     benchmark.pedantic(lambda: tracker.track(next(upcoming)), rounds=100, iterations=1, warmup_rounds=5)

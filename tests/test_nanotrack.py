@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
+from snlt_fast.baselines.published_nanotrack import PublishedNanoTracker
 from snlt_fast.models import CheckpointError, NanoTrack, build_model, load_checkpoint
 from snlt_fast.nn import fold_batchnorm
 from snlt_fast.tracker import SNLTracker, TrackerConfig
@@ -187,79 +188,14 @@ def test_opencv_profile_gives_cv2_tracker_nanos_boxes(version, source):
     assert np.count_nonzero(off) <= 1 and off.max() <= 1, f"frames {np.flatnonzero(off).tolist()} differ by {off.max()}"
 
 
-# The published tracker (SiamTrackers' nano_tracker.py), written here from its description
-# in numpy float64, with the network's outputs as input.
-_PUBLISHED_VALUES = {2: (0.490, 0.150, 0.385), 3: (0.455, 0.138, 0.348)}
-
-
-def _published_crop(image, center, model_side, original_side, fill):
-    side = original_side
-    half = (side + 1) / 2
-    xmin, ymin = np.floor(center[0] - half + 0.5), np.floor(center[1] - half + 0.5)
-    xmax, ymax = xmin + side - 1, ymin + side - 1
-    height, width = image.shape[:2]
-    left, top = int(max(0.0, -xmin)), int(max(0.0, -ymin))
-    right, bottom = int(max(0.0, xmax - width + 1)), int(max(0.0, ymax - height + 1))
-    xmin, xmax, ymin, ymax = xmin + left, xmax + left, ymin + top, ymax + top
-    if any((left, top, right, bottom)):
-        padded = np.zeros((height + top + bottom, width + left + right, 3), np.uint8)
-        padded[top : top + height, left : left + width] = image
-        padded[:top], padded[top + height :] = fill, fill
-        padded[:, :left], padded[:, left + width :] = fill, fill
-        patch = padded[int(ymin) : int(ymax + 1), int(xmin) : int(xmax + 1)]
-    else:
-        patch = image[int(ymin) : int(ymax + 1), int(xmin) : int(xmax + 1)]
-    if model_side != original_side:
-        patch = cv2.resize(patch, (model_side, model_side))
-    return torch.from_numpy(patch.transpose(2, 0, 1)[None].astype(np.float32))
-
-
-def _published_tracker(model, frames, box, version):
-    window_influence, penalty_k, rate = _PUBLISHED_VALUES[version]
-    side = model.score_size
-    offsets = -(side // 2) * 16 + 16 * np.arange(side)
-    points_x, points_y = np.meshgrid(offsets, offsets)
-    points_x, points_y = points_x.reshape(-1), points_y.reshape(-1)
-    window = np.outer(np.hanning(side), np.hanning(side)).reshape(-1)
-    center = np.array([box[0] + (box[2] - 1) / 2, box[1] + (box[3] - 1) / 2])
-    size = np.array([box[2], box[3]], dtype=np.float64)
-    fill = np.mean(frames[0], axis=(0, 1))
-    context = size + 0.5 * size.sum()
-    model.template(_published_crop(frames[0], center, 127, round(np.sqrt(context.prod())), fill))
-    change = lambda r: np.maximum(r, 1.0 / r)  # noqa: E731
-    padded_size = lambda w, h: np.sqrt((w + (w + h) * 0.5) * (h + (w + h) * 0.5))  # noqa: E731
-    boxes = []
-    for frame in frames[1:]:
-        context = size + 0.5 * size.sum()
-        template_side = np.sqrt(context.prod())
-        scale = 127 / template_side
-        heads = model.track(_published_crop(frame, center, 255, round(template_side * 255 / 127), fill))
-        logits = heads["cls"][0].double().numpy().reshape(2, -1)
-        exp = np.exp(logits - logits.max(axis=0))
-        score = exp[1] / exp.sum(axis=0)
-        left, top, right, bottom = heads["loc"][0].double().numpy().reshape(4, -1)
-        x1, y1, x2, y2 = points_x - left, points_y - top, points_x + right, points_y + bottom
-        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        scale_change = change(padded_size(w, h) / padded_size(*(size * scale)))
-        ratio_change = change((size[0] / size[1]) / (w / h))
-        penalty = np.exp(-(ratio_change * scale_change - 1) * penalty_k)
-        pscore = penalty * score * (1 - window_influence) + window * window_influence
-        best = np.argmax(pscore)
-        lr = penalty[best] * score[best] * rate
-        center = center + np.array([cx[best], cy[best]]) / scale
-        size = size * (1 - lr) + np.array([w[best], h[best]]) / scale * lr
-        center = np.clip(center, 0, [frame.shape[1], frame.shape[0]])
-        size = np.clip(size, 10, [frame.shape[1], frame.shape[0]])
-        boxes.append([center[0] - size[0] / 2, center[1] - size[1] / 2, size[0], size[1]])
-    return np.array(boxes)
-
-
 @needs_biker
 @pytest.mark.parametrize("version", [2, 3])
 def test_siamtrackers_profile_follows_the_published_tracker(version):
     frames, truth = _biker()
     model = load_checkpoint(WEIGHTS / f"nanotrackv{version}.pth")
-    expected = _published_tracker(model, frames, truth[0], version)
+    published = PublishedNanoTracker(model)
+    published.init(frames[0], truth[0])
+    expected = np.array([published.track(frame) for frame in frames[1:]])
     tracker = SNLTracker(model, TrackerConfig.nanotrack(version, profile="siamtrackers"))
     tracker.init(frames[0], tuple(truth[0]))
     got = np.array([tracker.track(frame).box for frame in frames[1:]])

@@ -1,0 +1,77 @@
+"""precision="fast": what it changes (a folded, channels-last copy; reduced precision only
+where the hardware computes it), that the caller's model and the exact mode are left as
+they were, and that its boxes keep the exact mode's on real data with real weights: per
+video mean IoU >= 0.95 against "exact" and success AUC within 1 point."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA
+from snlt_fast.evaluation.metrics import success_curve
+from snlt_fast.models import NanoTrack, build_model, load_checkpoint
+from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights
+from snlt_fast.tracker.fast import cpu_computes_bfloat16, plan_fast, reduced_precision_for
+
+WEIGHTS = SHARED_DATA.parent / "weights" / "nanotrack"
+BIKER = SHARED_DATA / "otb" / "sequences" / "Biker"
+
+
+def _iou(a, b):
+    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
+    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / (a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter)
+
+
+def test_fast_plan_folds_a_copy_and_picks_precision_by_hardware():
+    model = NanoTrack(2).eval()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    plan = plan_fast(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plan.model.modules())
+    assert plan.model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    expected = torch.bfloat16 if cpu_computes_bfloat16() else None
+    assert plan.autocast_dtype is expected
+    assert reduced_precision_for(torch.device("cuda")) is torch.float16
+    assert reduced_precision_for(torch.device("cpu"), "float32") is None
+    with pytest.raises(ValueError, match="reduced must be one of"):
+        reduced_precision_for(torch.device("cpu"), "int8")
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision must be one of 'exact', 'fast'"):
+        SNLTracker(NanoTrack(2), precision="quick")
+
+
+def test_fast_runs_snlt_models_with_finite_boxes():
+    # Random weights: a speed-only check that the mode runs end to end (their boxes are chaotic).
+    torch.manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 200, 240, 3), dtype=np.uint8)
+    model = calibrate_random_weights(build_model("siamrpn_alex"), frames[0], (100, 80, 40, 30))
+    exact = SNLTracker(model, TrackerConfig.pysot("alexnet"))
+    fast = SNLTracker(model, TrackerConfig.pysot("alexnet"), precision="fast")
+    for tracker in (exact, fast):
+        tracker.init(frames[0], (100, 80, 40, 30))
+        for frame in frames[1:]:
+            assert all(np.isfinite(tracker.track(frame).box))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the caller's model is untouched
+
+
+@pytest.mark.skipif(not (WEIGHTS.is_dir() and BIKER.is_dir()), reason="NanoTrack weights or the Biker frames absent")
+@pytest.mark.parametrize("version, profile", [(1, "opencv"), (2, "opencv"), (2, "siamtrackers"), (3, "siamtrackers")])
+def test_fast_keeps_the_exact_boxes_on_real_data(version, profile):
+    import cv2
+
+    frames = [cv2.imread(str(path)) for path in sorted((BIKER / "img").glob("*.jpg"))]
+    truth = np.loadtxt(BIKER / "groundtruth_rect.txt", delimiter=",")
+    model = load_checkpoint(WEIGHTS / f"nanotrackv{version}.pth")
+    boxes = {}
+    for precision in ("exact", "fast"):
+        tracker = SNLTracker(model, TrackerConfig.nanotrack(version, profile=profile), precision=precision)
+        tracker.init(frames[0], tuple(truth[0]))
+        boxes[precision] = np.array([truth[0]] + [tracker.track(frame).box for frame in frames[1:]])
+    assert _iou(boxes["fast"], boxes["exact"]).mean() >= 0.95
+    auc = {precision: success_curve(truth, found).mean() for precision, found in boxes.items()}
+    assert abs(auc["fast"] - auc["exact"]) <= 0.01, auc
