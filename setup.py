@@ -50,8 +50,9 @@ def _extension():
     # -ffp-contract=off: no fused multiply-add, so every product and sum is
     # rounded as the reference rounds it (bit-exact results across backends);
     # where a kernel wants one, it calls std::fma. -fno-trapping-math lets GCC
-    # vectorize loops with conditional expressions on AVX2 (values are unchanged).
-    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
+    # vectorize loops with conditional expressions on AVX2, -fno-math-errno loops
+    # with sqrt (values are unchanged: sqrt is IEEE's either way, errno is not set).
+    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
     link_flags = ["-fopenmp"]
     if os.environ.get("SNLT_FAST_SANITIZE") == "1":
         # `make sanitize`: ASan + UBSan, any report fatal. vptr checks are off because
@@ -96,7 +97,7 @@ setup(
     # kernels/ sits at the top of the source tree and installs as snlt_fast.kernels
     # (snlt_fast/kernels is a symlink to it, so the source tree imports the same way).
     packages=find_packages(include=["snlt_fast", "snlt_fast.*"]),
-    package_data={"snlt_fast.training": ["configs/*.yaml"]},
+    package_data={"snlt_fast.training": ["configs/*.yaml"], "snlt_fast.models": ["default/*"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": _build_ext()},
     zip_safe=False,

@@ -11,7 +11,7 @@ import importlib
 import re
 import sys
 
-SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli", "snlt_fast.datasets.cli")
+SUBCOMMAND_MODULES = ("snlt_fast.tracker.cli", "snlt_fast.evaluation.cli", "snlt_fast.training.cli", "snlt_fast.datasets.cli", "snlt_fast.demo")
 
 
 class CommandError(Exception):

@@ -271,7 +271,7 @@ def test_unreadable_frame_is_a_one_line_error(tmp_path, capsys):
         ("no_such_module_here:make", (), "cannot import tracker module 'no_such_module_here'"),
         ("test_eval_cli:make_nothing", (), "returned object, which has no init or track method"),
         ("test_eval_cli:make_bright_spot_tracker", ("--random-weights",), "random weights apply to the built-in snlt"),
-        ("snlt", (), "the snlt tracker needs weights"),
+        ("snlt", ("--arch", "snlt_r50"), "arch goes with weights or random weights"),
     ],
 )
 def test_tracker_spec_errors(tmp_path, capsys, tracker, extra, message):

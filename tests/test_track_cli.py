@@ -230,7 +230,7 @@ def test_bad_weights(folder, tmp_path, capsys):
     save_checkpoint(build_model("siamrpn_alex"), saved)
     _fails_with(capsys, "--weights", folder, "--box", BOX, "--weights", saved, "--arch", "snlt_r50")
     _fails_with(capsys, "no language branch", folder, "--box", BOX, "--text", "a square", "--weights", saved)
-    _fails_with(capsys, "give --weights", folder, "--box", BOX)
+    _fails_with(capsys, "--arch goes with --weights", folder, "--box", BOX, "--arch", "snlt_r50")
 
 
 def test_other_user_errors(folder, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Trackers by name for `snlt eval run`: "snlt", or any factory as "module:function"."""
 
 import importlib
+import sys
 
 BUILTIN_TRACKERS = ("snlt",)
 
@@ -13,7 +14,7 @@ def tracker_label(spec):
 def make_tracker(spec, weights=None, random_weights=False, device=None, arch=None, trusted=False, precision="exact"):
     """A tracker object (with init and track) from a spec.
 
-    "snlt": the SNLT tracker, from `weights` or, with random_weights=True, from
+    "snlt": the SNLT tracker, from `weights` (None: the default model), or, with random_weights=True, from
     freshly initialised weights (for timing and smoke tests); `arch` is the
     architecture random weights are built for (default snlt_r50), or the one the
     weights must hold (see snlt_fast.models.ARCHS); `trusted` lets the weights file
@@ -51,10 +52,13 @@ def make_tracker(spec, weights=None, random_weights=False, device=None, arch=Non
 
 
 def _make_snlt(weights, random_weights, device, arch, trusted, precision):
-    if weights is None and not random_weights:
-        raise ValueError("the snlt tracker needs weights (or random weights for a smoke run)")
-    from snlt_fast.models import open_model, resolve_device
+    from snlt_fast.models import DEFAULT_DESCRIPTION, load_default, open_model, resolve_device
 
+    if weights is None and not random_weights:
+        if arch is not None:
+            raise ValueError("arch goes with weights or random weights (the default model is snlt_alex)")
+        print(f"no weights given: tracking with {DEFAULT_DESCRIPTION}", file=sys.stderr)
+        return _SNLTAdapter(load_default(device), calibrate=False, precision=precision)
     model = open_model(weights, arch=arch, device=resolve_device(device), trusted=trusted)
     return _SNLTAdapter(model, calibrate=random_weights, precision=precision)
 

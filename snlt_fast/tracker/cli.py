@@ -201,11 +201,23 @@ def _model(args, device):
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     elif args.weights is None:
-        raise CommandError("give --weights FILE (or --random-weights to measure speed with an untrained network)")
+        return _default_model(args, device)
     try:
         return open_model(args.weights, arch=args.arch, language=args.language, device=device, trusted=args.trust_weights)
     except ValueError as error:
         raise CommandError(f"--{error}") from None
+
+
+def _default_model(args, device):
+    from snlt_fast.models import DEFAULT_DESCRIPTION, load_default
+
+    if args.arch is not None:
+        raise CommandError("--arch goes with --weights or --random-weights (the default model is snlt_alex)")
+    print(f"no --weights: tracking with {DEFAULT_DESCRIPTION}", file=sys.stderr)
+    try:
+        return load_default(device)
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
 
 
 # --------------------------------------------------------------------------- the run

@@ -1,0 +1,232 @@
+"""`snlt demo` (README's first command, `make demo`): what the sentence adds, shown and measured.
+
+The default model tracks held-out SyntheticNL distractor scenes (seeds never used in
+training) twice, with its sentence and with the sentence left out (the visual head
+alone). Under --out (default demo/) it writes an MP4 per video (ground truth, both
+trackers' boxes, the per-frame weights w_vis / w_nl), a success plot of both runs (the
+paper's Fig. 3 style), w_vis / w_nl over one video (the idea of the paper's Fig. 8), and
+prints one table: success AUC, precision at 20 px, and the frames per second of the
+tracking step and of the whole loop. Where real data and weights are present (the
+OTB sequence Biker and NanoTrack V2 in ../shared, or --real-sequence and --real-weights),
+it also tracks that real sequence.
+
+`heldout_comparison` is the default model's acceptance measure: success AUC with and
+without the sentence on held-out videos of each kind (make heldout).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from snlt_fast._files import atomic_path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MODES = ("with sentence", "visual only")
+# BGR colours of the drawn boxes.
+_COLOURS = {"ground truth": (255, 255, 255), "with sentence": (60, 220, 60), "visual only": (40, 40, 230)}
+_SCALE = 2  # SyntheticNL's 320x240 frames drawn at twice the size
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "demo",
+        help="track held-out synthetic scenes with the default model, with and without the sentence",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo/)")
+    parser.add_argument("--videos", type=int, default=4, help="held-out distractor scenes to track (default 4)")
+    parser.add_argument("--real-sequence", type=Path, help="an OTB-layout sequence folder (img/, groundtruth_rect.txt)")
+    parser.add_argument("--real-weights", type=Path, nargs="+", help="weights for --real-sequence (.pth, or two ONNX files)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real sequence")
+    parser.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def _track(model, video, with_sentence):
+    """(boxes [n, 4], w_vis [n], w_nl [n], step seconds [n - 1], loop seconds) for one video."""
+    from snlt_fast.tracker import SNLTracker, default_config
+
+    tracker = SNLTracker(model, default_config(model).replace(long_term=False))
+    boxes, w_vis, w_nl, steps = [video.init_box], [np.nan], [np.nan], []
+    start = time.perf_counter()
+    for index, frame in enumerate(video.frames()):
+        if index == 0:
+            tracker.init(frame, video.init_box, video.sentence if with_sentence else None)
+            continue
+        step = time.perf_counter()
+        result = tracker.track(frame)
+        steps.append(time.perf_counter() - step)
+        boxes.append(result.box)
+        w_vis.append(result.w_vis)
+        w_nl.append(result.w_nl)
+    return np.array(boxes, dtype=np.float64), np.array(w_vis), np.array(w_nl), np.array(steps), time.perf_counter() - start
+
+
+def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain")):
+    """{kind: {mode: mean success AUC over `videos` held-out videos}} with and without the sentence."""
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+    from snlt_fast.evaluation.metrics import success_curve
+
+    results = {}
+    for offset, kind in enumerate(kinds):
+        dataset = SyntheticNL(videos=videos, frames=frames, seed=HELD_OUT_SEED_START + offset, kind=kind)
+        results[kind] = {}
+        for mode in MODES:
+            aucs = [success_curve(v.boxes, _track(model, v, mode == MODES[0])[0], v.absent).mean() for v in dataset]
+            results[kind][mode] = float(np.mean(aucs))
+    return results
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _write_video(path, video, runs):
+    height, width = video.frame(0).shape[:2]
+    size = (width * _SCALE, height * _SCALE)
+    with atomic_path(path) as temporary:
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), 20, size)
+        try:
+            for index, frame in enumerate(video.frames()):
+                canvas = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
+                boxes = {"ground truth": video.boxes[index], **{mode: run[0][index] for mode, run in runs.items()}}
+                for name, box in boxes.items():
+                    x, y, w, h = (int(round(v * _SCALE)) for v in box)
+                    cv2.rectangle(canvas, (x, y), (x + w, y + h), _COLOURS[name], 2)
+                w_vis, w_nl = runs[MODES[0]][1][index], runs[MODES[0]][2][index]
+                caption = video.sentence if index == 0 else f"w_vis {w_vis:.2f}  w_nl {w_nl:.2f}"
+                cv2.putText(canvas, caption, (8, size[1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+                for row, name in enumerate(_COLOURS):
+                    cv2.putText(canvas, name, (8, 18 + 18 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _COLOURS[name], 1, cv2.LINE_AA)
+                writer.write(canvas)
+        finally:
+            writer.release()
+
+
+def _plots(out, curves, weights_run, video):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from snlt_fast.evaluation.metrics import SUCCESS_THRESHOLDS
+
+    figure, axes = pyplot.subplots(figsize=(5.6, 4.2), dpi=100)
+    for mode, curve in curves.items():
+        axes.plot(SUCCESS_THRESHOLDS, curve, linewidth=2, color=np.array(_COLOURS[mode][::-1]) / 255, label=f"[{curve.mean():.3f}] {mode}")
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="Overlap threshold", ylabel="Success rate")
+    axes.set_title("Success plots of OPE, held-out distractor scenes")
+    axes.grid(True, linestyle=":")
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    with atomic_path(out / "success_plot.png") as temporary:
+        figure.savefig(temporary, format="png")
+    pyplot.close(figure)
+
+    figure, axes = pyplot.subplots(figsize=(5.6, 3.2), dpi=100)
+    axes.plot(weights_run[1], label="w_vis (visual head)")
+    axes.plot(weights_run[2], label="w_nl (language head)")
+    axes.set(xlabel="frame", ylabel="weight", ylim=(0, 1), title=f"Modality weights, {video.name}")
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    with atomic_path(out / "modality_weights.png") as temporary:
+        figure.savefig(temporary, format="png")
+    pyplot.close(figure)
+
+
+def _summary_row(name, truths, runs):
+    from snlt_fast.evaluation.metrics import precision_curve, success_curve
+
+    auc = np.mean([success_curve(video.boxes, run[0], video.absent).mean() for video, run in zip(truths, runs)])
+    precision = np.mean([precision_curve(video.boxes, run[0], video.absent)[20] for video, run in zip(truths, runs)])
+    steps = np.concatenate([run[3] for run in runs])
+    frames = sum(len(video) for video in truths)
+    return f"| {name} | {auc:.3f} | {precision:.3f} | {1 / steps.mean():.0f} | {frames / sum(run[4] for run in runs):.0f} |"
+
+
+def _real_sequence(args):
+    """(sequence folder, weights) for the real run, or None."""
+    if args.no_real:
+        return None
+    if args.real_sequence is not None:
+        if args.real_weights is None:
+            raise ValueError("--real-sequence needs --real-weights")
+        return args.real_sequence, args.real_weights
+    sequence, weights = SHARED / "data" / "otb" / "sequences" / "Biker", SHARED / "weights" / "nanotrack" / "nanotrackv2.pth"
+    return (sequence, [weights]) if sequence.is_dir() and weights.is_file() else None
+
+
+def _track_real(out, sequence, weights):
+    from snlt_fast.datasets import OTB
+    from snlt_fast.models import open_model
+
+    video = OTB(sequence.parent)[sequence.name] if (sequence / "img").is_dir() else None
+    if video is None:
+        raise ValueError(f"{sequence} is not an OTB-layout sequence (img/ and groundtruth_rect.txt)")
+    model = open_model(weights[0] if len(weights) == 1 else weights)
+    run = _track(model, video, with_sentence=False)
+    _write_video(out / f"{video.name}.mp4", video, {MODES[1]: run})
+    return _summary_row(f"{video.name} (real video, {model.arch})", [video], [run])
+
+
+def run(args):
+    from snlt_fast.cli import CommandError
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+    from snlt_fast.evaluation.metrics import success_curve
+    from snlt_fast.models import DEFAULT_DESCRIPTION, load_default
+
+    if args.videos < 1:
+        raise CommandError(f"--videos must be at least 1, got {args.videos}")
+    if not args.out.parent.is_dir():
+        raise CommandError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    args.out.mkdir(exist_ok=True)
+    model = load_default("cpu")
+    print(f"snlt demo: {DEFAULT_DESCRIPTION}", file=sys.stderr)
+    videos = list(SyntheticNL(videos=args.videos, frames=80, seed=HELD_OUT_SEED_START, kind="distractor"))
+    runs = {mode: [] for mode in MODES}
+    for video in videos:
+        for mode in MODES:
+            runs[mode].append(_track(model, video, mode == MODES[0]))
+        _write_video(args.out / f"{video.name}.mp4", video, {mode: runs[mode][-1] for mode in MODES})
+    curves = {
+        mode: np.mean([success_curve(v.boxes, run[0], v.absent) for v, run in zip(videos, runs[mode])], axis=0)
+        for mode in MODES
+    }
+    _plots(args.out, curves, runs[MODES[0]][0], videos[0])
+    rows = [_summary_row(f"held-out distractor scenes, {mode}", videos, runs[mode]) for mode in MODES]
+    try:
+        real = _real_sequence(args)
+        if real is not None:
+            rows.append(_track_real(args.out, *real))
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    print("| run | success AUC | precision @20px | step FPS | loop FPS |\n|---|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    print(f"snlt demo: videos and plots in {args.out}/")
+    return 0
+
+
+def main(argv=None):
+    """`python -m snlt_fast.demo heldout [--videos N]`: the held-out comparison table."""
+    parser = argparse.ArgumentParser(prog="python -m snlt_fast.demo")
+    parser.add_argument("what", choices=("heldout",))
+    parser.add_argument("--videos", type=int, default=100)
+    args = parser.parse_args(argv)
+    from snlt_fast.models import load_default
+
+    results = heldout_comparison(load_default("cpu"), videos=args.videos)
+    print("| scenes | with sentence | visual only | difference |\n|---|---:|---:|---:|")
+    for kind, aucs in results.items():
+        with_sentence, visual = aucs[MODES[0]], aucs[MODES[1]]
+        print(f"| {kind} | {100 * with_sentence:.1f} | {100 * visual:.1f} | {100 * (with_sentence - visual):+.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The shipped default model and `snlt demo`, README's first command."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import requires_minilm
+from snlt_fast.models import load_checkpoint, load_default
+from snlt_fast.models.default import DEFAULT_WEIGHTS
+
+
+def test_default_weights_are_small_and_load_without_unpickling_code():
+    assert DEFAULT_WEIGHTS.stat().st_size <= 10 * 2**20
+    payload = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert payload["format"] == "snlt_fast"
+    assert (DEFAULT_WEIGHTS.parent / "README.md").is_file()
+
+
+@requires_minilm
+def test_load_default_gives_the_trained_snlt():
+    model = load_default("cpu")
+    assert model.arch == "snlt_alex" and model.has_language and not model.training
+    again = load_checkpoint(DEFAULT_WEIGHTS)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@requires_minilm
+def test_short_demo_writes_its_outputs(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "snlt_fast", "demo", "--videos", "1", "--no-real", "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "trained on synthetic scenes" in done.stderr
+    names = {path.name for path in out.iterdir()}
+    assert {"modality_weights.png", "success_plot.png"} <= names
+    assert len([name for name in names if name.endswith(".mp4")]) == 1 and not any(name.startswith(".") for name in names)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| held-out")]
+    assert len(rows) == 2 and all(len(row.split("|")) == 7 for row in rows)
+
+
+def test_demo_errors_are_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "snlt_fast", "demo", "--videos", "0", "--out", str(tmp_path / "d")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "--videos must be at least 1" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "snlt_fast", "demo", "--out", str(tmp_path / "missing" / "d")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "does not exist" in done.stderr
