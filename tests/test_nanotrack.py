@@ -226,3 +226,15 @@ def test_snlt_track_runs_nanotrack_weights(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr and "two ONNX files" in done.stderr
+
+
+def test_our_checkpoint_format_round_trips_nanotrack(tmp_path):
+    from snlt_fast.models import save_checkpoint
+
+    model = _randomise_batchnorm(NanoTrack(3))
+    path = save_checkpoint(model, tmp_path / "nano.pth")
+    loaded = load_checkpoint(path)
+    assert loaded.arch == "nanotrack_v3" and not loaded.has_language
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="batch-norm folded"):
+        save_checkpoint(fold_batchnorm(model), tmp_path / "folded.pth")
