@@ -6,6 +6,10 @@ or this machine lacks are skipped; Triton runs through its interpreter on CPU, w
 small shapes.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -236,6 +240,54 @@ def test_zero_sizes(backend_device, search_shape, kernel_shape):
     assert_matches_reference(search, kernel, backend, generator)
     out = snlt_fast.xcorr_pixelwise(search, kernel, backend=backend)
     assert out.shape == output_shape(search, kernel)
+
+
+@pytest.mark.parametrize("instruction_set", ["best", "avx2", "generic"])
+def test_cpu_kernels_on_every_instruction_set_and_two_threads(instruction_set):
+    """The vector code of each instruction set (a lower one forced by SNLT_FAST_XCORR_ISA),
+    with the work shared between two threads, gives the reference's bits."""
+    require("cpu", "cpu")
+    script = """
+import torch, snlt_fast
+torch.set_num_threads(2)
+shapes = [((1, 48, 16, 16), (1, 48, 8, 8)), ((3, 19, 11, 13), (1, 19, 5, 3)), ((2, 9, 7, 5), (2, 9, 3, 7))]
+for dtype in (torch.float32, torch.float64, torch.bfloat16):
+    for s, k in shapes:
+        results = {}
+        for backend in ("cpu", "reference"):
+            torch.manual_seed(1)
+            search = torch.randn(s, dtype=dtype, requires_grad=True)
+            kernel = torch.randn(k, dtype=dtype, requires_grad=True)
+            out = snlt_fast.xcorr_pixelwise(search, kernel, backend=backend)
+            out.backward(torch.randn(out.shape, dtype=dtype))
+            results[backend] = (out, search.grad, kernel.grad)
+        for a, b in zip(results["cpu"], results["reference"]):
+            assert torch.equal(a, b), (dtype, s, k)
+print("exact")
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    if instruction_set != "best":
+        env["SNLT_FAST_XCORR_ISA"] = instruction_set
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "exact" in result.stdout, result.stderr[-2000:]
+
+
+def test_direct_native_calls_check_their_inputs():
+    require("cpu", "cpu")
+    ops = torch.ops.snlt_fast_C
+    s, k = torch.zeros(2, 3, 5, 5), torch.zeros(2, 3, 2, 2)
+    with pytest.raises(ValueError, match="does not match"):
+        ops.xcorr_pixelwise_forward(s, torch.zeros(3, 3, 2, 2))
+    with pytest.raises(ValueError, match="does not match"):
+        ops.xcorr_pixelwise_forward(s, k[:, :2])
+    with pytest.raises(ValueError, match="search must be"):
+        ops.xcorr_pixelwise_forward(s[0], k)
+    with pytest.raises(TypeError, match="kernel is"):
+        ops.xcorr_pixelwise_forward(s, k.double())
+    with pytest.raises(ValueError, match="output's shape"):
+        ops.xcorr_pixelwise_backward(torch.zeros(2, 3, 5, 5), s, k, True, True)
+    with pytest.raises(TypeError, match="grad is"):
+        ops.xcorr_pixelwise_backward(torch.zeros(2, 4, 5, 5).half(), s, k, True, True)
 
 
 # --------------------------------------------------------------------------- bad input

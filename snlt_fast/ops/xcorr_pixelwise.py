@@ -63,16 +63,29 @@ def xcorr_pixelwise_backward_reference(grad_out, search, kernel, need_search=Tru
 
 # The backends with kernels for this op so far: a default pick falls back to the
 # reference, a named one that has none is refused.
-_IMPLEMENTED = ("reference",)
+_IMPLEMENTED = ("reference", "cpu")
 
 
 def _forward(backend, search, kernel):
-    return xcorr_pixelwise_reference(search, kernel)
+    if backend == "reference":
+        return xcorr_pixelwise_reference(search, kernel)
+    if backend in ("cpu", "cuda"):
+        return _backends.native_ops().xcorr_pixelwise_forward(search, kernel)
+    return _backends.triton_kernels("xcorr_pixelwise").xcorr_pixelwise_forward(search, kernel)
 
 
 def _backward(backend, grad, search, kernel, need_search, need_kernel):
-    grad_search, grad_kernel = xcorr_pixelwise_backward_reference(grad, search, kernel, need_search, need_kernel)
-    return ([grad_search] if need_search else []), ([grad_kernel] if need_kernel else [])
+    if backend == "reference":
+        grad_search, grad_kernel = xcorr_pixelwise_backward_reference(grad, search, kernel, need_search, need_kernel)
+        return ([grad_search] if need_search else []), ([grad_kernel] if need_kernel else [])
+    if backend in ("cpu", "cuda"):
+        grad_search, grad_kernel = _backends.native_ops().xcorr_pixelwise_backward(
+            grad, search, kernel, need_search, need_kernel
+        )
+        return list(grad_search), list(grad_kernel)
+    return _backends.triton_kernels("xcorr_pixelwise").xcorr_pixelwise_backward(
+        grad, search, kernel, need_search, need_kernel
+    )
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -155,6 +168,8 @@ def xcorr_pixelwise(search: Tensor, kernel: Tensor, *, backend: str | None = Non
     """
     _check(search, kernel)
     backend = _resolve(backend, search.device)
+    if _backends.calls_native_directly(backend, (search, kernel)):
+        return _backends.native_ops().xcorr_pixelwise_forward(search, kernel)
     return _pixelwise_op(search, kernel, backend)
 
 
