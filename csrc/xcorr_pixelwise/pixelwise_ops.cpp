@@ -8,6 +8,11 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#ifdef SNLT_FAST_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include <algorithm>
 #include <tuple>
 #include <vector>
@@ -148,6 +153,33 @@ std::tuple<TensorVector, TensorVector> backward_cpu_op(const at::Tensor& grad, c
   return {std::move(plan.grad_searches), std::move(plan.grad_kernels)};
 }
 
+#ifdef SNLT_FAST_WITH_CUDA
+void check_cuda(int error, const char* what) {
+  TORCH_CHECK(error == 0, "xcorr_pixelwise: the CUDA ", what, " kernel failed: ", cuda_error_string(error));
+}
+
+at::Tensor forward_cuda_op(const at::Tensor& search, const at::Tensor& kernel) {
+  at::Tensor out = empty_output(search, kernel);
+  if (out.numel() == 0) return out;
+  const ForwardPlan plan = plan_forward(search, kernel, out);
+  const c10::cuda::CUDAGuard device_guard(search.device());
+  check_cuda(forward_cuda(search.scalar_type(), plan.job, c10::cuda::getCurrentCUDAStream().stream()), "forward");
+  return out;
+}
+
+std::tuple<TensorVector, TensorVector> backward_cuda_op(const at::Tensor& grad, const at::Tensor& search,
+                                                        const at::Tensor& kernel, bool need_search, bool need_kernel) {
+  BackwardPlan plan = plan_backward(grad, search, kernel, need_search, need_kernel);
+  const auto [search_job, kernel_job] = backward_jobs(plan);
+  if (search_job != nullptr || kernel_job != nullptr) {
+    const c10::cuda::CUDAGuard device_guard(search.device());
+    void* stream = c10::cuda::getCurrentCUDAStream().stream();
+    check_cuda(backward_cuda(search.scalar_type(), search_job, kernel_job, stream), "backward");
+  }
+  return {std::move(plan.grad_searches), std::move(plan.grad_kernels)};
+}
+#endif
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(snlt_fast_C, m) {
@@ -161,5 +193,12 @@ TORCH_LIBRARY_IMPL(snlt_fast_C, CPU, m) {
   m.impl("xcorr_pixelwise_forward", &forward_cpu_op);
   m.impl("xcorr_pixelwise_backward", &backward_cpu_op);
 }
+
+#ifdef SNLT_FAST_WITH_CUDA
+TORCH_LIBRARY_IMPL(snlt_fast_C, CUDA, m) {
+  m.impl("xcorr_pixelwise_forward", &forward_cuda_op);
+  m.impl("xcorr_pixelwise_backward", &backward_cuda_op);
+}
+#endif
 
 }  // namespace snlt_fast::xcorr_pixelwise

@@ -63,7 +63,7 @@ def xcorr_pixelwise_backward_reference(grad_out, search, kernel, need_search=Tru
 
 # The backends with kernels for this op so far: a default pick falls back to the
 # reference, a named one that has none is refused.
-_IMPLEMENTED = ("reference", "cpu")
+_IMPLEMENTED = ("reference", "cpu", "cuda")
 
 
 def _forward(backend, search, kernel):
