@@ -1,10 +1,12 @@
 // snlt_fast._C: loading it runs the TORCH_LIBRARY registrations of every op in csrc/
 // (reached through torch.ops.snlt_fast_C, with fake kernels and autograd in Python), and
-// it binds the post-processing ops directly for eager calls (see postprocess_ops.h).
+// it binds the post-processing ops directly for eager calls (see postprocess_ops.h and
+// postprocess_points/points_ops.h).
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include "postprocess/postprocess_ops.h"
+#include "postprocess_points/points_ops.h"
 
 PYBIND11_MODULE(_C, module) {
   namespace pp = snlt_fast::postprocess;
@@ -16,4 +18,8 @@ PYBIND11_MODULE(_C, module) {
   module.def("postprocess_track", torch::wrap_pybind_function_no_gil(&pp::track_postprocess), arg("cls_vis"),
              arg("cls_nl"), arg("loc_vis"), arg("loc_nl"), arg("anchors"), arg("window"), arg("target_size"),
              arg("alpha"), arg("penalty_k"), arg("window_influence"), arg("lr"), arg("lr_from_pscore"));
+  module.def("postprocess_track_points", torch::wrap_pybind_function_no_gil(&pp::track_postprocess_points),
+             arg("cls_vis"), arg("cls_nl"), arg("loc_vis"), arg("loc_nl"), arg("points"), arg("window"),
+             arg("target_size"), arg("alpha"), arg("penalty_k"), arg("window_influence"), arg("lr"), arg("center"),
+             arg("lr_from_pscore"));
 }

@@ -29,7 +29,7 @@ def _load_extension():
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
     except RuntimeError:  # the op is not registered
         has_cuda = None
-    if has_cuda is None or not hasattr(module, "postprocess_track"):
+    if has_cuda is None or not all(hasattr(module, name) for name in ("postprocess_track", "postprocess_track_points")):
         return None, "snlt_fast._C is out of date (it lacks ops of this version); rebuild it with `make build`", False
     return module, None, has_cuda
 

@@ -302,17 +302,17 @@ def test_cpu_results_do_not_depend_on_the_thread_count(threads, batch, anchor_nu
 
 ROOT = Path(__file__).resolve().parent.parent
 # The arithmetic flags of setup.py's C++ build; -march picks one instruction set.
-PROBE_FLAGS = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared"]
+PROBE_FLAGS = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
 
 
-def probe_library(instruction_set, directory):
-    """The CPU kernels compiled for `instruction_set` alone, behind tests/postprocess_isa_probe.cpp."""
+def probe_library(instruction_set, directory, probe="postprocess_isa_probe.cpp", kernels="postprocess/postprocess_cpu.cpp"):
+    """The CPU kernels (csrc/`kernels`) compiled for `instruction_set` alone, behind tests/`probe`."""
     torch_lib = str(Path(torch.__file__).parent / "lib")
     library = directory / f"probe-{instruction_set}.so"
     command = [
         "g++", *PROBE_FLAGS, f"-march={instruction_set}", "-DSNLT_VECTOR_TARGETS=", f"-I{ROOT / 'csrc'}",
         *(f"-I{path}" for path in cpp_extension.include_paths()),
-        str(ROOT / "tests" / "postprocess_isa_probe.cpp"), str(ROOT / "csrc" / "postprocess" / "postprocess_cpu.cpp"),
+        str(ROOT / "tests" / probe), str(ROOT / "csrc" / kernels),
         f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}", "-o", str(library),
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=300)

@@ -6,7 +6,10 @@ the argmax rules (ties, NaN), the contract's exp and log, and the input errors.
 The Triton backend runs through the interpreter here, so its shapes stay small.
 """
 
+import ctypes
 import math
+import platform
+import shutil
 
 import numpy as np
 import pytest
@@ -17,9 +20,11 @@ from hypothesis import strategies as st
 import snlt_fast
 from conftest import devices_for
 from snlt_fast.ops import postprocess_points
+from test_postprocess import pointer, probe_library
 
-BACKEND_CASES = [(backend, device) for backend in ("reference",) for device in devices_for(backend)]
-CPU_BACKENDS = ["reference"]
+BACKENDS = ("reference", "cpu", "cuda")
+BACKEND_CASES = [(backend, device) for backend in BACKENDS for device in devices_for(backend)]
+CPU_BACKENDS = ["reference", "cpu"]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 STRIDE = 16
 PARAMS = {"penalty_k": 0.148, "window_influence": 0.462, "lr": 0.39}
@@ -241,7 +246,7 @@ def test_unchecked_invalid_target_size_gives_nan(backend, device):
     inputs = make_inputs(20, batch=3, device=device)
     inputs["target_size"][1, 0] = -3.0
     inputs["target_size"][2, 1] = math.inf
-    args = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "points", "window", "target_size")]
+    args = [inputs[k].float() for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl", "points", "window", "target_size")]
     outputs = postprocess_points._track_points_op(*args, 1 / 300, 0.148, 0.462, 0.39, 0.0, True, backend)
     result = snlt_fast.PointTrackResult(*outputs)
     assert result.index.tolist()[1:] == [0, 0]
@@ -448,3 +453,44 @@ def test_custom_op_passes_opcheck(backend, dtype, nl):
     torch.library.opcheck(
         postprocess_points._track_points_op, (*args, 1 / 300, 0.148, 0.462, 0.39, 127.0, False, backend), test_utils=checks
     )
+
+
+# --------------------------------------------------------------------------- the CPU kernel
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cpu_results_do_not_depend_on_the_thread_count(threads):
+    inputs = make_inputs(12, batch=8, height=16, width=16)
+    default_threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, threads):
+            torch.set_num_threads(count)
+            results.append(track(inputs, "cpu"))
+    finally:
+        torch.set_num_threads(default_threads)
+    assert_results_equal(*results)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("g++") is None, reason="needs g++ on x86-64")
+@pytest.mark.parametrize("instruction_set", ["x86-64-v3", "x86-64"])
+def test_cpu_kernel_gives_the_same_bits_on_every_instruction_set(instruction_set, tmp_path):
+    """The loops that AVX2 machines and baseline x86-64 ones run (target_clones picks the
+    AVX-512 ones where there are) against the installed build, in both dtypes."""
+    library = probe_library(instruction_set, tmp_path, "postprocess_points_isa_probe.cpp", "postprocess_points/points_cpu.cpp")
+    numbers = torch.tensor([1 / 300, 0.148, 0.462, 0.39, 127.0], dtype=torch.float64)
+    for dtype, entry in ((torch.float32, library.probe_track_points_float), (torch.float64, library.probe_track_points_double)):
+        for nl in (True, False):
+            inputs = make_inputs(13, batch=3, height=16, width=17, nl=nl, dtype=dtype, logit_scale=40.0, loc_scale=8.0)
+            inputs |= {k: inputs[k].to(dtype) for k in ("points", "window", "target_size")}
+            expected = track(inputs, "cpu", center=127.0, lr_mode="snlt")
+            index, box = torch.empty_like(expected.index), torch.empty_like(expected.box)
+            values = torch.empty(len(expected) - 2, 3, dtype=dtype)  # a row per field after the box
+            heads = [inputs[k] for k in ("cls_vis", "cls_nl", "loc_vis", "loc_nl")]
+            entry(
+                *(None if t is None else pointer(t) for t in heads), *map(pointer, (inputs["points"], inputs["window"], inputs["target_size"])),
+                *(ctypes.c_int64(v) for v in (3, 16, 17)), pointer(numbers), ctypes.c_int(1), *map(pointer, (index, box, values)),
+            )  # fmt: skip
+            assert torch.equal(index, expected.index)
+            assert_same_bits(box, expected.box)
+            assert_same_bits(values, torch.stack(expected[2:]))

@@ -6,7 +6,6 @@
 // thread adds its lanes' entropy terms in the contract's order as it goes; the argmax,
 // whose order is a strict total order (ranks_before), takes lanes too.
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -16,134 +15,12 @@
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
 
-// Each hot loop is compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 and FMA) and baseline
-// x86-64 and picked at load time. The polynomials use std::fma, exactly rounded on every
-// target: one instruction on v3 and v4, glibc's exact fma on baseline (slower, same bits).
-// A test builds the kernels for one instruction set by defining SNLT_VECTOR_TARGETS empty.
-#ifndef SNLT_VECTOR_TARGETS
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SNLT_VECTOR_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SNLT_VECTOR_TARGETS
-#endif
-#endif
-
 namespace snlt_fast::postprocess {
 namespace {
 
-inline uint64_t bits_of(double x) {
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits;
-}
-
-inline double from_bits(uint64_t bits) {
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
-// c[0] x^(N-1) + ... + c[N-1], one fma per step (exactly rounded on every target).
-template <size_t N>
-SNLT_HD double horner(const double (&c)[N], double x) {
-  double sum = c[0];
-#pragma GCC unroll 16
-  for (size_t k = 1; k < N; ++k) sum = std::fma(sum, x, c[k]);
-  return sum;
-}
-
-// Near-minimax polynomials (Chebyshev fits, mpmath.chebyfit at 60 digits):
-// (exp(r) - 1 - r) / r^2 on |r| <= ln(2)/2, error 1.4e-18;
-constexpr double kExpTail[] = {2.0914679376583935e-09, 2.510520637395701e-08,  2.7557273661348637e-07,
-                               2.7557255425746435e-06, 2.4801587325533363e-05, 0.00019841269874800493,
-                               0.0013888888888883752,  0.008333333333326141,   0.04166666666666667,
-                               0.1666666666666667,     0.5};
-// (2 atanh(s)/s - 2) / s^2 in z = s^2 on [0, (3 - 2 sqrt(2))^2], error 2.1e-18.
-constexpr double kLogTail[] = {0.13086626147840102, 0.13268773138656886, 0.15386239702814658,
-                               0.18181795640132906, 0.22222222391713917, 0.28571428570803614,
-                               0.4000000000000088,  0.6666666666666666};
-
-// exp and log_positive in plain arithmetic, so that loops over cells vectorize (libm's are
-// scalar calls). Both are accurate to about one ulp, as libm's, torch's and CUDA's
-// are; the float32 outputs do not see such differences (ops/postprocess.py).
-struct VectorMath {
-  // ln 2 split so that n * kLn2High is exact for the |n| <= 1076 used here.
-  static constexpr double kLn2High = 6.93147180369123816490e-01;
-  static constexpr double kLn2Low = 1.90821492927058770002e-10;
-
-  static constexpr double kLog2e = 1.4426950408889634;
-  static constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52
-
-  // x clamped to [low, high]; NaN passes both tests unchanged. Both tests read the
-  // unclamped x: GCC merges a test of the first select's result into a mask sequence of
-  // seven instructions where these take four.
-  SNLT_HD static double clamp(double x, double low, double high) {
-    const bool below = x < low, above = x > high;
-    x = below ? low : x;
-    return above ? high : x;
-  }
-
-  // exp(r) for x = n ln2 + r, n = round(x / ln2), |r| <= ln(2)/2 (and a hair). `shifted` is
-  // x / ln2 + round_constant rounded to an integer (round_constant is 1.5 * 2^52 plus a
-  // small integer), so its low bits hold n plus that integer.
-  SNLT_HD static double exp_of_remainder(double x, double round_constant, double& shifted) {
-    shifted = std::fma(x, kLog2e, round_constant);
-    const double n = shifted - round_constant;
-    const double r = std::fma(-n, kLn2Low, std::fma(-n, kLn2High, x));  // n * kLn2High is exact
-    return 1.0 + std::fma(r * r, horner(kExpTail, r), r);
-  }
-
-  SNLT_HD static double exp(double x) {
-    x = clamp(x, -746.0, 710.0);  // past these bounds the result is 0 or inf anyway
-    double shifted;
-    const double exp_r = exp_of_remainder(x, kRoundToInteger, shifted);
-    const int64_t exponent = static_cast<int64_t>(bits_of(shifted) - bits_of(kRoundToInteger));
-    // 2^exponent in two factors, each a normal double, so that results rounding to
-    // subnormals (or overflowing) round once, in the last product.
-    const int64_t half = static_cast<int64_t>(static_cast<uint64_t>(exponent + 2048) >> 1) - 1024;  // floor(exponent / 2)
-    const double scale_a = from_bits(static_cast<uint64_t>(half + 1023) << 52);
-    const double scale_b = from_bits(static_cast<uint64_t>(exponent - half + 1023) << 52);
-    return exp_r * scale_a * scale_b;
-  }
-
-  // 1 + exp(x), exp rounded first as in the contract, for less work than exp: the sum is 1
-  // below x = -64 and inf above 710, so x is clamped to [-64, 710], and
-  // 2^n is 2 * 2^(n - 1) with 2^(n - 1) a normal double built from the low bits of shifted.
-  SNLT_HD static double one_plus_exp(double x) {
-    x = clamp(x, -64.0, 710.0);
-    double shifted;
-    const double exp_r = exp_of_remainder(x, kRoundToInteger + 1022.0, shifted);
-    return 1.0 + exp_r * 2.0 * from_bits(bits_of(shifted) << 52);
-  }
-
-  // ln(x) for positive finite x (normal or subnormal) only: special values would cost
-  // 7% of the heads pass in selects, and entropy_term never needs them.
-  SNLT_HD static double log_positive(double x) {
-    constexpr double kSqrt2 = 1.4142135623730951;
-    constexpr double kSmallestNormal = 2.2250738585072014e-308;
-    const bool subnormal = x < kSmallestNormal;
-    const double normal = subnormal ? x * 18014398509481984.0 : x;  // * 2^54
-    const uint64_t bits = bits_of(normal);
-    // normal = m * 2^e with m in [1, 2), then moved to [sqrt(1/2), sqrt(2)).
-    double m = from_bits((bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);
-    // The biased exponent field as a double through the 2^52 trick (no int64 -> double
-    // conversion, which baseline AVX-512 cannot vectorize).
-    constexpr double kTwoTo52 = 4503599627370496.0;
-    const double biased = from_bits((bits >> 52) | bits_of(kTwoTo52)) - kTwoTo52;
-    double e = biased - (subnormal ? 1023.0 + 54.0 : 1023.0);
-    const bool high = m > kSqrt2;
-    m = high ? m * 0.5 : m;
-    e = high ? e + 1.0 : e;
-    // log(1 + f) = f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f), R = 2 atanh(s)/s - 2
-    // (kLogTail, in s^2 <= 0.0295).
-    const double f = m - 1.0;
-    const double s = f / (2.0 + f);
-    const double z = s * s;
-    const double r = z * horner(kLogTail, z);
-    const double half_square = 0.5 * f * f;
-    return e * kLn2High - ((half_square - std::fma(s, half_square + r, e * kLn2Low)) - f);
-  }
-};
+// The anchor form's exp and log on the CPU: vectorizable polynomials with exactly rounded fmas
+// (postprocess_math.h).
+using VectorMath = PolynomialMath<FusedMulAdd>;
 
 // A target's map of up to this many cells (its heads' cells, in the heads' pass) stays on
 // one thread. A map whose argmax is split between threads then has cells in every lane, so

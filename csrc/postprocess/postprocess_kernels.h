@@ -46,34 +46,38 @@ struct AggregateOutputs {
   float* stats[kTargetStats];
 };
 
-// index [B], box [B, 4] (cx, cy, w, h), values[kTrackValues] [B], stats[kTargetStats] [B].
-struct TrackOutputs {
+// index [B], box [B, 4] (cx, cy, w, h), values[kTrackValues] [B], stats[kTargetStats] [B], in O:
+// float in the anchor form, the heads' T in the point form (ops/postprocess_points.py).
+template <typename O>
+struct BasicTrackOutputs {
   int64_t* index;
-  float* box;
-  float* values[kTrackValues];
-  float* stats[kTargetStats];
+  O* box;
+  O* values[kTrackValues];
+  O* stats[kTargetStats];
 };
+using TrackOutputs = BasicTrackOutputs<float>;
 
-// Target b's statistics into stats[k][b], each rounded once; `target` is the CPU or the CUDA
-// kernels' per-target view.
-template <class Target>
-SNLT_HD void store_stats(const Target& target, float* const (&stats)[kTargetStats], int64_t b) {
-  const double values[kTargetStats] = {target.w_vis, target.w_nl, target.h_vis, target.h_nl};
-  for (int stat = 0; stat < kTargetStats; ++stat) stats[stat][b] = static_cast<float>(values[stat]);
+// Target b's statistics into stats[k][b], each rounded once to O; `target` is a CPU or CUDA
+// kernel's per-target view.
+template <class Target, typename O>
+SNLT_HD void store_stats(const Target& target, O* const (&stats)[kTargetStats], int64_t b) {
+  const decltype(target.w_vis) values[kTargetStats] = {target.w_vis, target.w_nl, target.h_vis, target.h_nl};
+  for (int stat = 0; stat < kTargetStats; ++stat) stats[stat][b] = static_cast<O>(values[stat]);
 }
 
 // Target b's result for its best cell: the cell's fused box and score, the box's size
-// penalty and the cell's window value; each value rounded once.
-template <class Target>
-SNLT_HD void store_track_result(const Target& target, int64_t best, const Box& box, double score, double penalty,
-                                double window, const TrackParams& params, const TrackOutputs& out, int64_t b) {
-  const double pscore = windowed_score(penalty, score, window, params.window_influence);
-  const double values[kTrackValues] = {score, pscore,
-                                       params.lr_from_pscore ? pscore * params.lr : penalty * score * params.lr};
+// penalty and the cell's window value, all in T; each value rounded once to O.
+template <class Target, typename T, typename O>
+SNLT_HD void store_track_result(const Target& target, int64_t best, const BasicBox<T>& box, In<T> score,
+                                In<T> penalty, In<T> window, const TrackParams& params,
+                                const BasicTrackOutputs<O>& out, int64_t b) {
+  const T pscore = windowed_score<T>(penalty, score, window, static_cast<T>(params.window_influence));
+  const T lr = static_cast<T>(params.lr);
+  const T values[kTrackValues] = {score, pscore, params.lr_from_pscore ? pscore * lr : penalty * score * lr};
   out.index[b] = best;
-  const double box_values[4] = {box.cx, box.cy, box.w, box.h};
-  for (int k = 0; k < 4; ++k) out.box[4 * b + k] = static_cast<float>(box_values[k]);
-  for (int value = 0; value < kTrackValues; ++value) out.values[value][b] = static_cast<float>(values[value]);
+  const T box_values[4] = {box.cx, box.cy, box.w, box.h};
+  for (int k = 0; k < 4; ++k) out.box[4 * b + k] = static_cast<O>(box_values[k]);
+  for (int value = 0; value < kTrackValues; ++value) out.values[value][b] = static_cast<O>(values[value]);
   store_stats(target, out.stats, b);
 }
 

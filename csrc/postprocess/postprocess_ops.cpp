@@ -14,22 +14,14 @@
 #include <tuple>
 #include <vector>
 
+#include "postprocess/postprocess_checks.h"
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
 #include "postprocess/postprocess_ops.h"
 
 namespace snlt_fast::postprocess {
-namespace {
 
-using OptionalTensor = std::optional<at::Tensor>;
-
-// The CUDA kernels run one block per target: the grid's x dimension bounds the batch.
-constexpr int64_t kMaxCudaTargets = 2147483647;
-
-// The shape, dtype, device and layout checks of the native ops; each error names the argument
-// and what is wrong, as a ValueError or TypeError in Python. ops/postprocess.py checks and
-// converts user input (half heads, float32 anchors, strided tensors...), except that eager
-// calls whose inputs are already in kernel form skip its checks and meet only these.
+// Declared, with what they check, in postprocess_checks.h.
 void check_tensor(const at::Tensor& value, at::IntArrayRef shape, at::ScalarType dtype, const char* name,
                   const at::Tensor& cls_vis) {
   TORCH_CHECK_VALUE(value.sizes() == shape, name, " must have shape ", shape, ", got ", value.sizes());
@@ -38,6 +30,16 @@ void check_tensor(const at::Tensor& value, at::IntArrayRef shape, at::ScalarType
                     "), got ", value.device());
   TORCH_CHECK_VALUE(value.is_contiguous(), name, " must be contiguous");
 }
+
+bool on_cuda(const at::Tensor& cls_vis) {
+#ifdef SNLT_FAST_WITH_CUDA
+  if (cls_vis.is_cuda()) return true;
+#endif
+  TORCH_CHECK(cls_vis.is_cpu(), "snlt_fast._C's post-processing kernels do not run on ", cls_vis.device(), " tensors");
+  return false;
+}
+
+namespace {
 
 void check_float64(const at::Tensor& value, at::IntArrayRef shape, const char* name, const at::Tensor& cls_vis) {
   check_tensor(value, shape, at::kDouble, name, cls_vis);
@@ -69,34 +71,7 @@ Geometry check_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, co
   return geometry;
 }
 
-// Runs body(Heads<T>) with T the heads' element type.
-template <typename Body>
-void with_heads(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
-                const OptionalTensor& loc_nl, Body body) {
-  auto typed = [&](auto element) {
-    using T = decltype(element);
-    body(Heads<T>{cls_vis.data_ptr<T>(), cls_nl ? cls_nl->data_ptr<T>() : nullptr, loc_vis.data_ptr<T>(),
-                  loc_nl ? loc_nl->data_ptr<T>() : nullptr});
-  };
-  if (cls_vis.scalar_type() == at::kDouble) {
-    typed(double{});
-  } else {
-    typed(float{});
-  }
-}
 
-// `count` float32 tensors [batch] with `options`, and their data pointers into `pointers`:
-// separate tensors, not views of one, so that no output of an op aliases another.
-std::vector<at::Tensor> per_target_outputs(int count, int64_t batch, const at::TensorOptions& options,
-                                           float** pointers) {
-  std::vector<at::Tensor> outputs;
-  outputs.reserve(count);
-  for (int k = 0; k < count; ++k) {
-    outputs.push_back(at::empty({batch}, options));
-    pointers[k] = outputs.back().data_ptr<float>();
-  }
-  return outputs;
-}
 
 template <bool kCuda>
 AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
@@ -125,17 +100,6 @@ AggregateTensors aggregate(const at::Tensor& cls_vis, const OptionalTensor& cls_
   return outputs;
 }
 
-// The eager API's rule for target sizes on the host (ops/postprocess.py): positive and finite.
-// The registered op leaves sizes unchecked, as on a device: its kernels turn an invalid
-// size into NaN scores.
-void check_host_sizes(const at::Tensor& target_size) {
-  if (!target_size.is_cpu()) return;
-  const double* sizes = target_size.data_ptr<double>();
-  for (int64_t k = 0; k < target_size.numel(); ++k) {
-    TORCH_CHECK_VALUE(is_valid_size(sizes[k]), "target_size must hold positive finite (w, h), got ",
-                      sizes[k], " for target ", k / 2);
-  }
-}
 
 template <bool kCuda, bool kCheckHostSizes = false>
 TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, const at::Tensor& loc_vis,
@@ -145,7 +109,7 @@ TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, cons
   const Geometry g = check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors);
   check_float64(window, {g.anchor_num, g.height, g.width}, "window", cls_vis);
   check_float64(target_size, {g.batch, 2}, "target_size", cls_vis);
-  if constexpr (kCheckHostSizes) check_host_sizes(target_size);
+  if constexpr (kCheckHostSizes) check_host_sizes<double>(target_size);
   const auto options = cls_vis.options().dtype(at::kFloat);
   at::Tensor index = at::empty({g.batch}, cls_vis.options().dtype(at::kLong));
   at::Tensor box = at::empty({g.batch, 4}, options);
@@ -174,14 +138,6 @@ TrackTensors track(const at::Tensor& cls_vis, const OptionalTensor& cls_nl, cons
   return outputs;
 }
 
-// Whether cls_vis's device takes the CUDA kernels (else the CPU ones); other devices are refused.
-bool on_cuda(const at::Tensor& cls_vis) {
-#ifdef SNLT_FAST_WITH_CUDA
-  if (cls_vis.is_cuda()) return true;
-#endif
-  TORCH_CHECK(cls_vis.is_cpu(), "snlt_fast._C's post-processing kernels do not run on ", cls_vis.device(), " tensors");
-  return false;
-}
 
 }  // namespace
 
