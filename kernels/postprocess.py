@@ -43,11 +43,11 @@ def _log(x, INTERPRETED: tl.constexpr):
 
 @triton.jit
 def _div(x, y, INTERPRETED: tl.constexpr):
-    # Correctly rounded on both paths (numpy's divide is IEEE).
+    # Correctly rounded on both paths (numpy's divide is IEEE), in y's dtype.
     if INTERPRETED:
         return x / y
     else:
-        return libdevice.div_rn(tl.cast(x, tl.float64), y)  # x may be the literal 1.0
+        return libdevice.div_rn(tl.cast(x, y.dtype), y)  # x may be the literal 1.0
 
 
 @triton.jit

@@ -22,7 +22,7 @@ from conftest import devices_for
 from snlt_fast.ops import postprocess_points
 from test_postprocess import pointer, probe_library
 
-BACKENDS = ("reference", "cpu", "cuda")
+BACKENDS = ("reference", "cpu", "triton", "cuda")
 BACKEND_CASES = [(backend, device) for backend in BACKENDS for device in devices_for(backend)]
 CPU_BACKENDS = ["reference", "cpu"]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
