@@ -27,7 +27,7 @@ def require(backend, device):
     """Skip unless `backend` runs on `device` in this install."""
     if backend == "triton":
         pytest.importorskip("snlt_fast.kernels.xcorr_pixelwise", reason="kernels/xcorr_pixelwise.py is missing")
-    if backend not in snlt_fast.available_backends(device) or backend not in pixelwise._IMPLEMENTED:
+    if backend not in snlt_fast.available_backends(device):
         pytest.skip(f"backend {backend!r} is not available on {device} here")
 
 
@@ -270,6 +270,28 @@ print("exact")
         env["SNLT_FAST_XCORR_ISA"] = instruction_set
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "exact" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)])
+def test_triton_backward_is_one_launch(monkeypatch, needs):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    require("triton", device)
+    from snlt_fast.kernels import xcorr_pixelwise as kernels
+
+    grids = []
+    backward_kernel = kernels._backward_kernel
+
+    class Counted:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return backward_kernel[grid]
+
+    monkeypatch.setattr(kernels, "_backward_kernel", Counted())
+    generator = torch.Generator().manual_seed(10)
+    search = random_values((3, 4, 5, 3), torch.float32, device, generator)
+    kernel = random_values((1, 4, 2, 3), torch.float32, device, generator)
+    assert_matches_reference(search, kernel, "triton", generator, needs)
+    assert len(grids) == 1
 
 
 def test_direct_native_calls_check_their_inputs():

@@ -61,10 +61,6 @@ def xcorr_pixelwise_backward_reference(grad_out, search, kernel, need_search=Tru
 
 # --------------------------------------------------------------------------- backends
 
-# The backends with kernels for this op so far: a default pick falls back to the
-# reference, a named one that has none is refused.
-_IMPLEMENTED = ("reference", "cpu", "cuda")
-
 
 def _forward(backend, search, kernel):
     if backend == "reference":
@@ -148,15 +144,6 @@ def _check(search, kernel):
     _check_batch_and_channels(search, kernel)
 
 
-def _resolve(backend, device):
-    resolved = _backends.resolve_backend(backend, device)
-    if resolved in _IMPLEMENTED:
-        return resolved
-    if backend is None:
-        return "reference"
-    raise ValueError(f"backend={backend!r} is not available: xcorr_pixelwise has no {backend} kernel yet")
-
-
 def xcorr_pixelwise(search: Tensor, kernel: Tensor, *, backend: str | None = None) -> Tensor:
     """Pixel-wise cross-correlation of `search` [B, C, H, W] with `kernel`.
 
@@ -167,7 +154,7 @@ def xcorr_pixelwise(search: Tensor, kernel: Tensor, *, backend: str | None = Non
     docstring).
     """
     _check(search, kernel)
-    backend = _resolve(backend, search.device)
+    backend = _backends.resolve_backend(backend, search.device)
     if _backends.calls_native_directly(backend, (search, kernel)):
         return _backends.native_ops().xcorr_pixelwise_forward(search, kernel)
     return _pixelwise_op(search, kernel, backend)
