@@ -103,21 +103,26 @@ def assert_pairs_match_reference(shapes, dtype, backend_device, seed):
 # --------------------------------------------------------------------------- agreement
 
 
-def test_agrees_with_grouped_conv2d(backend_device):
-    backend, device = backend_device
+def assert_agrees_with(correlate, baseline, shapes, device):
+    """correlate(search, kernel) within 1e-5 of baseline(search, kernel), relative to the sum of
+    the magnitudes of the terms (so that near-cancelling sums stay covered), on random pairs."""
     generator = torch.Generator().manual_seed(0)
-    shapes = [((2, 3, 9, 8), (2, 3, 3, 4)), ((3, 2, 7, 7), (1, 2, 1, 1))]
-    if not interpreted(backend, device):
-        shapes.append(((1, 64, 29, 29), (1, 64, 5, 5)))
     for search_shape, kernel_shape in shapes:
         search = torch.randn(search_shape, generator=generator).to(device)
         kernel = torch.randn(kernel_shape, generator=generator).to(device)
-        out = snlt_fast.xcorr_depthwise(search, kernel, backend=backend)
-        expected = xcorr_depthwise_conv2d(search, kernel)
-        # Relative to the sum of the magnitudes of the terms: near-cancelling sums stay covered.
-        magnitude = xcorr_depthwise_conv2d(search.abs(), kernel.abs())
+        out, expected = correlate(search, kernel), baseline(search, kernel)
+        magnitude = baseline(search.abs(), kernel.abs())
         assert out.shape == expected.shape
         assert ((out - expected).abs() <= 1e-5 * magnitude).all()
+
+
+def test_agrees_with_grouped_conv2d(backend_device):
+    backend, device = backend_device
+    shapes = [((2, 3, 9, 8), (2, 3, 3, 4)), ((3, 2, 7, 7), (1, 2, 1, 1))]
+    if not interpreted(backend, device):
+        shapes.append(((1, 64, 29, 29), (1, 64, 5, 5)))
+    correlate = lambda s, k: snlt_fast.xcorr_depthwise(s, k, backend=backend)  # noqa: E731
+    assert_agrees_with(correlate, xcorr_depthwise_conv2d, shapes, device)
 
 
 @st.composite

@@ -225,20 +225,13 @@ Simd<Acc> simd() {
 
 // ------------------------------------------------------------------ staging
 
-// Per-thread buffers, grown on demand and kept for the next call.
-template <typename Acc>
-struct Scratch {
-  std::vector<Acc> a, b, c;
-};
+// The staging buffers: A's and B's values in the accumulator type, and C's sums.
+enum Buffer { kStagedA, kStagedB, kSums };
 
-template <typename Acc>
-Scratch<Acc>& scratch() {
-  thread_local Scratch<Acc> buffers;
-  return buffers;
-}
-
-template <typename V>
-V* at_least(std::vector<V>& buffer, int64_t size) {
+// This thread's buffer WHICH, with room for at least `size` values; kept for the next call.
+template <typename Acc, Buffer WHICH>
+Acc* thread_buffer(int64_t size) {
+  thread_local std::vector<Acc> buffer;
   if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
   return buffer.data();
 }
@@ -305,13 +298,12 @@ struct Kernels {
       const Correlation& j = job;
       const int64_t* ws = j.weight_stride;
       const T* weight = static_cast<const T*>(j.weight) + b * ws[0];
-      Scratch<Acc>& buffers = scratch<Acc>();
       // A[r][n] = weight[b, r, n]: in place, or staged as [reduced][outputs] accumulators.
       Gemm<Acc> g{};
       if constexpr (kInPlace) {
         g.a = weight, g.a_step = ws[1], g.a_row = ws[2];
       } else {
-        Acc* staged = at_least(buffers.a, j.reduced * j.outputs);
+        Acc* staged = thread_buffer<Acc, kStagedA>(j.reduced * j.outputs);
         stage(weight, ws[1], ws[2], j.reduced, j.outputs, staged, j.outputs);
         g.a = staged, g.a_step = j.outputs, g.a_row = 1;
       }
@@ -332,10 +324,10 @@ struct Kernels {
       if (p == p1) return;
       // The rest through buffers: B's columns staged with zeros up to whole vectors.
       const int64_t width = round_up(p1 - p, simd.lanes);
-      Acc* rows = at_least(buffers.b, j.reduced * width);
+      Acc* rows = thread_buffer<Acc, kStagedB>(j.reduced * width);
       stage(input + p * j.input_stride[2], j.input_stride[1], j.input_stride[2], j.reduced, p1 - p, rows, width);
       g.b = rows, g.b_step = width;
-      g.c = at_least(buffers.c, j.outputs * width), g.c_row = width;
+      g.c = thread_buffer<Acc, kSums>(j.outputs * width), g.c_row = width;
       g.columns = width;
       simd.gemm(g);
       write_rounded(g.c, width, j.outputs, p1 - p, out + p, j.positions);
@@ -361,10 +353,9 @@ struct Kernels {
       const int64_t kb = item / blocks, k0 = item % blocks * block, k1 = std::min(j.taps, k0 + block);
       if (k0 >= k1) return;
       const int64_t width = round_up(k1 - k0, simd.lanes);
-      Scratch<Acc>& buffers = scratch<Acc>();
-      Acc* sums = at_least(buffers.c, j.channels * width);
+      Acc* sums = thread_buffer<Acc, kSums>(j.channels * width);
       std::fill(sums, sums + j.channels * width, Acc(0));
-      Acc* grad_t = at_least(buffers.b, j.positions * width);
+      Acc* grad_t = thread_buffer<Acc, kStagedB>(j.positions * width);
       Gemm<Acc> g{};
       g.b = grad_t, g.b_step = width;
       g.c = sums, g.c_row = width;
@@ -380,7 +371,7 @@ struct Kernels {
         if constexpr (kInPlace) {
           g.a = search, g.a_step = ss[2], g.a_row = ss[1];
         } else {
-          Acc* staged = at_least(buffers.a, j.channels * j.positions);
+          Acc* staged = thread_buffer<Acc, kStagedA>(j.channels * j.positions);
           stage(search, ss[1], ss[2], j.channels, j.positions, staged, j.positions);
           g.a = staged, g.a_step = 1, g.a_row = j.positions;
         }

@@ -87,8 +87,9 @@ int64_t elements(const KernelGradient& job) { return job.kernel_batch() * job.ch
 int forward_cuda(c10::ScalarType dtype, const Correlation& forward, void* stream) {
   const int64_t total = elements(forward);
   if (total == 0) return cudaSuccess;
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
   with_element_type(dtype, [&](auto tag) {
-    forward_kernel<decltype(tag)><<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(forward, total);
+    forward_kernel<decltype(tag)><<<blocks_for(total), kThreads, 0, cuda_stream>>>(forward, total);
   });
   return cudaGetLastError();
 }
@@ -100,9 +101,10 @@ int backward_cuda(c10::ScalarType dtype, const Correlation* grad_search, const K
   const KernelGradient kernel_job = grad_kernel ? *grad_kernel : KernelGradient{};
   const int64_t kernel_total = elements(kernel_job), total = kernel_total + elements(search_job);
   if (total == 0) return cudaSuccess;
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
   with_element_type(dtype, [&](auto tag) {
-    backward_kernel<decltype(tag)><<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        search_job, kernel_job, kernel_total, total);
+    backward_kernel<decltype(tag)>
+        <<<blocks_for(total), kThreads, 0, cuda_stream>>>(search_job, kernel_job, kernel_total, total);
   });
   return cudaGetLastError();
 }

@@ -96,10 +96,9 @@ BackwardPlan plan_backward(const at::Tensor& grad, const at::Tensor& search, con
   BackwardPlan plan;
   int64_t grad_stride[3], search_stride[3], kernel_stride[3];
   plan.grad = flattened(grad, grad_stride);
-  plan.search = flattened(search, search_stride);
-  plan.kernel = flattened(kernel, kernel_stride);
   const bool shared = kernel.size(0) != batch;
   if (need_search) {
+    plan.kernel = flattened(kernel, kernel_stride);
     plan.grad_searches.push_back(at::empty(search.sizes(), search.options()));
     Correlation& job = plan.grad_search;
     job.input = plan.grad.data_ptr();
@@ -112,6 +111,7 @@ BackwardPlan plan_backward(const at::Tensor& grad, const at::Tensor& search, con
     job.weight_stride[2] = kernel_stride[1];  // n walks the channels
   }
   if (need_kernel) {
+    plan.search = flattened(search, search_stride);
     plan.grad_kernels.push_back(at::empty(kernel.sizes(), kernel.options()));
     KernelGradient& job = plan.grad_kernel;
     job.search = plan.search.data_ptr();
@@ -131,10 +131,9 @@ at::Tensor empty_output(const at::Tensor& search, const at::Tensor& kernel) {
 
 // The gradients asked for that hold elements, as the kernels take them (null: none to compute).
 std::tuple<const Correlation*, const KernelGradient*> backward_jobs(const BackwardPlan& plan) {
-  const Correlation* search = !plan.grad_searches.empty() && plan.grad_searches[0].numel() ? &plan.grad_search : nullptr;
-  const KernelGradient* kernel =
-      !plan.grad_kernels.empty() && plan.grad_kernels[0].numel() ? &plan.grad_kernel : nullptr;
-  return {search, kernel};
+  const bool search = !plan.grad_searches.empty() && plan.grad_searches[0].numel() > 0;
+  const bool kernel = !plan.grad_kernels.empty() && plan.grad_kernels[0].numel() > 0;
+  return {search ? &plan.grad_search : nullptr, kernel ? &plan.grad_kernel : nullptr};
 }
 
 at::Tensor forward_cpu_op(const at::Tensor& search, const at::Tensor& kernel) {
