@@ -87,9 +87,9 @@ def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain
 # --------------------------------------------------------------------------- outputs
 
 
-def _write_video(path, video, runs):
+def _write_video(path, video, runs, scale=_SCALE):
     height, width = video.frame(0).shape[:2]
-    size = (width * _SCALE, height * _SCALE)
+    size = (width * scale, height * scale)
     with atomic_path(path) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), 20, size)
         try:
@@ -97,16 +97,47 @@ def _write_video(path, video, runs):
                 canvas = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
                 boxes = {"ground truth": video.boxes[index], **{mode: run[0][index] for mode, run in runs.items()}}
                 for name, box in boxes.items():
-                    x, y, w, h = (int(round(v * _SCALE)) for v in box)
+                    x, y, w, h = (int(round(v * scale)) for v in box)
                     cv2.rectangle(canvas, (x, y), (x + w, y + h), _COLOURS[name], 2)
-                w_vis, w_nl = runs[MODES[0]][1][index], runs[MODES[0]][2][index]
-                caption = video.sentence if index == 0 else f"w_vis {w_vis:.2f}  w_nl {w_nl:.2f}"
-                cv2.putText(canvas, caption, (8, size[1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-                for row, name in enumerate(_COLOURS):
+                if MODES[0] in runs:
+                    w_vis, w_nl = runs[MODES[0]][1][index], runs[MODES[0]][2][index]
+                    caption = video.sentence if index == 0 else f"w_vis {w_vis:.2f}  w_nl {w_nl:.2f}"
+                    cv2.putText(canvas, caption, (8, size[1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+                for row, name in enumerate(["ground truth", *runs]):
                     cv2.putText(canvas, name, (8, 18 + 18 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _COLOURS[name], 1, cv2.LINE_AA)
                 writer.write(canvas)
         finally:
             writer.release()
+
+
+def _draw(frame, boxes, scale):
+    canvas = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    for name, box in boxes.items():
+        x, y, w, h = (int(round(v * scale)) for v in box)
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), _COLOURS[name], 2)
+    return canvas
+
+
+def _preview(out, videos, runs):
+    """preview.png: three frames of the video where the sentence helps most, both boxes drawn
+    (README's picture comes from it)."""
+    from snlt_fast.evaluation.metrics import iou
+
+    gaps = [
+        iou(v.boxes, with_run[0]).mean() - iou(v.boxes, visual_run[0]).mean()
+        for v, with_run, visual_run in zip(videos, runs[MODES[0]], runs[MODES[1]])
+    ]
+    best = int(np.argmax(gaps))
+    video, with_run, visual_run = videos[best], runs[MODES[0]][best], runs[MODES[1]][best]
+    worst = int(np.argmin(iou(video.boxes, visual_run[0]) - iou(video.boxes, with_run[0])))
+    picks = sorted({len(video) // 4, worst, len(video) - 1})
+    panels = [
+        _draw(video.frame(i), {"ground truth": video.boxes[i], MODES[0]: with_run[0][i], MODES[1]: visual_run[0][i]}, 1)
+        for i in picks
+    ]
+    strip = np.concatenate([np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=255) for p in panels], axis=1)
+    with atomic_path(out / "preview.png") as temporary:
+        cv2.imwrite(str(temporary), strip)
 
 
 def _plots(out, curves, weights_run, video):
@@ -171,7 +202,7 @@ def _track_real(out, sequence, weights):
         raise ValueError(f"{sequence} is not an OTB-layout sequence (img/ and groundtruth_rect.txt)")
     model = open_model(weights[0] if len(weights) == 1 else weights)
     run = _track(model, video, with_sentence=False)
-    _write_video(out / f"{video.name}.mp4", video, {MODES[1]: run})
+    _write_video(out / f"{video.name}.mp4", video, {MODES[1]: run}, scale=1)
     return _summary_row(f"{video.name} (real video, {model.arch})", [video], [run])
 
 
@@ -200,6 +231,7 @@ def run(args):
         for mode in MODES
     }
     _plots(args.out, curves, runs[MODES[0]][0], videos[0])
+    _preview(args.out, videos, runs)
     rows = [_summary_row(f"held-out distractor scenes, {mode}", videos, runs[mode]) for mode in MODES]
     try:
         real = _real_sequence(args)

@@ -119,7 +119,9 @@ class PointTracker:
 
     @contextlib.contextmanager
     def _model_backend(self):
-        with self.model.using_backend(self.backend), self._autocast():
+        # Switching backends walks every module: only when one was asked for.
+        backend = self.model.using_backend(self.backend) if self.backend is not None else contextlib.nullcontext()
+        with backend, self._autocast():
             yield
 
     def track(self, frame):
