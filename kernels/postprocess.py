@@ -80,9 +80,15 @@ def _head_entropy(cls, cells, LANES: tl.constexpr, LOG2_LANES: tl.constexpr, INT
         p = _probability(cls, n, cells, mask, INTERPRETED)
         term = tl.where(p == 0.0, 0.0, p * _log(p, INTERPRETED))
         partial += tl.where(mask, term, 0.0)  # +0 leaves a partial sum unchanged
+    return -_lane_tree_sum(partial, LANES, LOG2_LANES)
+
+
+@triton.jit
+def _lane_tree_sum(partial, LANES: tl.constexpr, LOG2_LANES: tl.constexpr):
+    """The entropy's tree over the LANES partial sums."""
     for level in tl.static_range(LOG2_LANES):
         partial = tl.sum(tl.reshape(partial, [2, LANES >> (level + 1)]), axis=0)
-    return -tl.sum(partial, axis=0)
+    return tl.sum(partial, axis=0)
 
 
 @triton.jit
@@ -123,13 +129,35 @@ def _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, n, cells, mask, w_vis, w_n
     score = _probability(cls_vis, n, cells, mask, INTERPRETED)
     cx, cy, w, h = _head_box(loc_vis, anchors, n, cells, mask, INTERPRETED)
     if HAS_NL:
-        score = w_vis * score + w_nl * _probability(cls_nl, n, cells, mask, INTERPRETED)
+        score_nl = _probability(cls_nl, n, cells, mask, INTERPRETED)
         cx_nl, cy_nl, w_nl_box, h_nl_box = _head_box(loc_nl, anchors, n, cells, mask, INTERPRETED)
-        cx = w_vis * cx + w_nl * cx_nl
-        cy = w_vis * cy + w_nl * cy_nl
-        w = w_vis * w + w_nl * w_nl_box
-        h = w_vis * h + w_nl * h_nl_box
+        score, cx, cy, w, h = _fuse(w_vis, w_nl, score, cx, cy, w, h, score_nl, cx_nl, cy_nl, w_nl_box, h_nl_box)
     return score, cx, cy, w, h
+
+
+@triton.jit
+def _fuse(w_vis, w_nl, score, cx, cy, w, h, score_nl, cx_nl, cy_nl, w_nl_box, h_nl_box):
+    """The weighted sums of the two heads' scores and boxes."""
+    return (w_vis * score + w_nl * score_nl, w_vis * cx + w_nl * cx_nl, w_vis * cy + w_nl * cy_nl,
+            w_vis * w + w_nl * w_nl_box, w_vis * h + w_nl * h_nl_box)  # fmt: skip
+
+
+@triton.jit
+def _offer(lane_nan, lane_value, lane_cell, value, n, mask, NO_CELL: tl.constexpr):
+    """Each lane's first NaN cell and first best cell after its cells n (lanes see their cells in order)."""
+    lane_nan = tl.where(mask & (value != value) & (lane_nan == NO_CELL), n, lane_nan)
+    better = mask & ((value > lane_value) | (lane_cell == NO_CELL))
+    return lane_nan, tl.where(better, value, lane_value), tl.where(better, n, lane_cell)
+
+
+@triton.jit
+def _best_of_lanes(lane_nan, lane_value, lane_cell, NO_CELL: tl.constexpr):
+    """The first NaN cell if any, else the first best cell of the lanes."""
+    # With a NaN anywhere the answer is the first NaN and lane_value is not used.
+    first_nan = tl.min(lane_nan, axis=0)
+    top = tl.max(lane_value, axis=0)
+    first_top = tl.min(tl.where(lane_value == top, lane_cell, NO_CELL), axis=0)
+    return tl.where(first_nan < NO_CELL, first_nan, first_top)
 
 
 @triton.jit
@@ -224,15 +252,8 @@ def _track_kernel(cls_vis, cls_nl, loc_vis, loc_nl, anchors, window, target_size
         penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)
         window_value = tl.load(window + n, mask=mask, other=0.0)
         value = (penalty * score * (1.0 - window_influence) + window_value * window_influence).to(tl.float32)
-        lane_nan = tl.where(mask & (value != value) & (lane_nan == NO_CELL), n, lane_nan)
-        better = mask & ((value > lane_value) | (lane_cell == NO_CELL))
-        lane_value = tl.where(better, value, lane_value)
-        lane_cell = tl.where(better, n, lane_cell)
-    # With a NaN anywhere the answer is the first NaN and lane_value is not used.
-    first_nan = tl.min(lane_nan, axis=0)
-    top = tl.max(lane_value, axis=0)
-    first_top = tl.min(tl.where(lane_value == top, lane_cell, NO_CELL), axis=0)
-    best = tl.where(first_nan < NO_CELL, first_nan, first_top)
+        lane_nan, lane_value, lane_cell = _offer(lane_nan, lane_value, lane_cell, value, n, mask, NO_CELL)
+    best = _best_of_lanes(lane_nan, lane_value, lane_cell, NO_CELL)
     score, cx, cy, w, h = _fused(cls_vis, cls_nl, loc_vis, loc_nl, anchors, best, cells, True, w_vis, w_nl,
                                  HAS_NL, INTERPRETED)
     penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)

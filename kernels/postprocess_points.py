@@ -1,15 +1,15 @@
 """Triton kernel of track_postprocess_points: one program per target, ENTROPY_LANES lanes,
 T (the heads' float32 or float64) arithmetic; snlt_fast/ops/postprocess_points.py holds the
-contract it follows, whose exp64 and log64 (float64 additions, products and divisions)
-are written out here as they are there, so that no library's exp or log enters.
+contract it follows, whose exp64 (float64 additions and products) is written out here as it
+is there, and whose log64 is kernels/anchor_targets.py's: no library's exp or log enters.
 
-The entropy's lanes and their tree, and the penalty's helpers, are kernels/postprocess.py's
-(the anchor form's), in T. Every
-launch passes enable_fp_fusion=False: a fused multiply-add would round once where the
-contract rounds twice, and enable_reflect_ftz=False keeps float32 subnormals. Divisions
-and square roots are libdevice's correctly rounded ones (Triton's own float32 division and
-sqrt are approximate); the interpreter's numpy ones are IEEE's. Python numbers combined with a tensor become constants of its dtype, exactly; the
-kernel's float64 scalars travel as their int64 bit patterns.
+The entropy's lanes and their tree, the heads' fusion, the argmax over lanes and the
+penalty's helpers are kernels/postprocess.py's (the anchor form's), in T. Every launch passes enable_fp_fusion=False (a fused multiply-add
+would round once where the contract rounds twice) and enable_reflect_ftz=False (libdevice
+would flush float32 subnormals). Divisions and square roots are libdevice's correctly
+rounded ones (Triton's own float32 division and sqrt are approximate); the interpreter's
+numpy ones are IEEE's. A Python number combined with a tensor becomes a constant of the
+tensor's dtype, exactly; the kernel's float64 scalars travel as their int64 bit patterns.
 """
 
 import torch
@@ -18,12 +18,17 @@ import triton.language as tl
 
 from snlt_fast import _backends
 from snlt_fast.kernels._launch import interpreted_off_cpu, launch_context
+from snlt_fast.kernels.anchor_targets import _log_float64
 from snlt_fast.kernels.postprocess import (
     _NO_CELL,
+    _best_of_lanes,
     _change,
     _div,
     _float64,
     _float64_bits,
+    _fuse,
+    _lane_tree_sum,
+    _offer,
     _size_with_context,
     _valid_size,
 )
@@ -32,31 +37,16 @@ from snlt_fast.ops.postprocess import ENTROPY_LANES, TrackResult
 
 _LOG2_LANES = ENTROPY_LANES.bit_length() - 1
 
-# The contract's constants, as the jitted functions may read them.
+# exp64's constants, as the jitted functions may read them.
 _EXP_LOW = tl.constexpr(contract.EXP_LOW)
 _EXP_HIGH = tl.constexpr(contract.EXP_HIGH)
 _LOG2E = tl.constexpr(contract.LOG2E)
 _SHIFT = tl.constexpr(contract.SHIFT)
-_SHIFT_BITS = tl.constexpr(contract._SHIFT_BITS)
+_SHIFT_BITS = tl.constexpr(contract.SHIFT_BITS)
 _LN2_HIGH = tl.constexpr(contract.LN2_HIGH)
 _LN2_LOW = tl.constexpr(contract.LN2_LOW)
 _EXP_TAIL = tl.constexpr(contract.EXP_TAIL)
 _EXP_TERMS = tl.constexpr(len(contract.EXP_TAIL))
-_LOG_TAIL = tl.constexpr(contract.LOG_TAIL)
-_LOG_TERMS = tl.constexpr(len(contract.LOG_TAIL))
-_SQRT2 = tl.constexpr(contract.SQRT2)
-_SMALLEST_NORMAL = tl.constexpr(contract.SMALLEST_NORMAL)
-_TWO_TO_54 = tl.constexpr(contract.TWO_TO_54)
-_MANTISSA_BITS = tl.constexpr(contract._MANTISSA_BITS)
-_ONE_BITS = tl.constexpr(contract._ONE_BITS)
-
-
-@triton.jit
-def _horner(coefficients: tl.constexpr, count: tl.constexpr, x):
-    total = tl.zeros_like(x) + coefficients[0]
-    for k in tl.static_range(1, count):
-        total = total * x + coefficients[k]
-    return total
 
 
 @triton.jit
@@ -71,27 +61,13 @@ def _exp64(x):
     shifted = x * _LOG2E + _SHIFT
     n = shifted - _SHIFT
     r = (x - n * _LN2_HIGH) - n * _LN2_LOW
-    e = 1.0 + (r + (r * r) * _horner(_EXP_TAIL, _EXP_TERMS, r))
+    tail = tl.zeros_like(r) + _EXP_TAIL[0]
+    for k in tl.static_range(1, _EXP_TERMS):
+        tail = tail * r + _EXP_TAIL[k]
+    e = 1.0 + (r + (r * r) * tail)
     exponent = shifted.to(tl.int64, bitcast=True) - _SHIFT_BITS
     half = exponent >> 1
     return e * _power_of_two(half) * _power_of_two(exponent - half)
-
-
-@triton.jit
-def _log64(x, INTERPRETED: tl.constexpr):
-    subnormal = x < _SMALLEST_NORMAL
-    bits = tl.where(subnormal, x * _TWO_TO_54, x).to(tl.int64, bitcast=True)
-    m = ((bits & _MANTISSA_BITS) | _ONE_BITS).to(tl.float64, bitcast=True)
-    e = (bits >> 52).to(tl.float64) - tl.where(subnormal, 1077.0, 1023.0)
-    high = m > _SQRT2
-    m = tl.where(high, m * 0.5, m)
-    e = tl.where(high, e + 1.0, e)
-    f = m - 1.0
-    s = _div(f, 2.0 + f, INTERPRETED)
-    z = s * s
-    r = z * _horner(_LOG_TAIL, _LOG_TERMS, z)
-    half_square = 0.5 * f * f
-    return e * _LN2_HIGH - ((half_square - (s * (half_square + r) + e * _LN2_LOW)) - f)
 
 
 @triton.jit
@@ -102,7 +78,7 @@ def _exp(x):
 
 @triton.jit
 def _log(x, INTERPRETED: tl.constexpr):
-    return _log64(x.to(tl.float64), INTERPRETED).to(x.dtype)
+    return _log_float64(x.to(tl.float64), INTERPRETED).to(x.dtype)
 
 
 @triton.jit
@@ -122,9 +98,7 @@ def _head_entropy(cls, cells, LANES: tl.constexpr, LOG2_LANES: tl.constexpr, INT
         p = _probability(cls, n, cells, mask, INTERPRETED)
         term = tl.where(p == 0.0, 0.0, p * _log(p, INTERPRETED))
         partial += tl.where(mask, term, 0.0)  # +0 leaves a partial sum unchanged
-    for level in tl.static_range(LOG2_LANES):
-        partial = tl.sum(tl.reshape(partial, [2, LANES >> (level + 1)]), axis=0)
-    return -tl.sum(partial, axis=0)
+    return -_lane_tree_sum(partial, LANES, LOG2_LANES)
 
 
 @triton.jit
@@ -146,12 +120,9 @@ def _fused(cls_vis, cls_nl, loc_vis, loc_nl, points, n, cells, mask, w_vis, w_nl
     score = _probability(cls_vis, n, cells, mask, INTERPRETED)
     cx, cy, w, h = _head_box(loc_vis, points, n, cells, mask, center)
     if HAS_NL:
-        score = w_vis * score + w_nl * _probability(cls_nl, n, cells, mask, INTERPRETED)
+        score_nl = _probability(cls_nl, n, cells, mask, INTERPRETED)
         cx_nl, cy_nl, w_nl_box, h_nl_box = _head_box(loc_nl, points, n, cells, mask, center)
-        cx = w_vis * cx + w_nl * cx_nl
-        cy = w_vis * cy + w_nl * cy_nl
-        w = w_vis * w + w_nl * w_nl_box
-        h = w_vis * h + w_nl * h_nl_box
+        score, cx, cy, w, h = _fuse(w_vis, w_nl, score, cx, cy, w, h, score_nl, cx_nl, cy_nl, w_nl_box, h_nl_box)
     return score, cx, cy, w, h
 
 
@@ -207,15 +178,8 @@ def _track_points_kernel(cls_vis, cls_nl, loc_vis, loc_nl, points, window, targe
         penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)
         window_value = tl.load(window + n, mask=mask, other=0.0)
         value = penalty * score * (1.0 - window_influence) + window_value * window_influence
-        lane_nan = tl.where(mask & (value != value) & (lane_nan == NO_CELL), n, lane_nan)
-        better = mask & ((value > lane_value) | (lane_cell == NO_CELL))
-        lane_value = tl.where(better, value, lane_value)
-        lane_cell = tl.where(better, n, lane_cell)
-    # With a NaN anywhere the answer is the first NaN and lane_value is not used.
-    first_nan = tl.min(lane_nan, axis=0)
-    top = tl.max(lane_value, axis=0)
-    first_top = tl.min(tl.where(lane_value == top, lane_cell, NO_CELL), axis=0)
-    best = tl.where(first_nan < NO_CELL, first_nan, first_top)
+        lane_nan, lane_value, lane_cell = _offer(lane_nan, lane_value, lane_cell, value, n, mask, NO_CELL)
+    best = _best_of_lanes(lane_nan, lane_value, lane_cell, NO_CELL)
     score, cx, cy, w, h = _fused(cls_vis, cls_nl, loc_vis, loc_nl, points, best, cells, True, w_vis, w_nl, center,
                                  HAS_NL, INTERPRETED)
     penalty = _penalty(w, h, target_context_size, target_ratio, penalty_k, INTERPRETED)

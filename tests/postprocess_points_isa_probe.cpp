@@ -7,36 +7,26 @@ using namespace snlt_fast::postprocess;
 
 namespace {
 
-// numbers: alpha, penalty_k, window_influence, lr, center; values [kTrackValues + kTargetStats,
-// batch]: one row per field after the box.
 template <typename T>
-void probe(const T* cls_vis, const T* cls_nl, const T* loc_vis, const T* loc_nl, const T* points, const T* window,
-           const T* target_size, int64_t batch, int64_t height, int64_t width, const double* numbers,
-           int lr_from_pscore, int64_t* index, T* box, T* values) {
-  BasicTrackOutputs<T> out{index, box, {}, {}};
-  for (int value = 0; value < kTrackValues; ++value) out.values[value] = values + value * batch;
-  for (int stat = 0; stat < kTargetStats; ++stat) out.stats[stat] = values + (kTrackValues + stat) * batch;
+void probe(const void* const* inputs, int64_t batch, int64_t height, int64_t width, const double* numbers,
+           int lr_from_pscore, int64_t* index, void* box, void* values) {
+  const auto input = [&](int k) { return static_cast<const T*>(inputs[k]); };
+  T* rows = static_cast<T*>(values);
+  BasicTrackOutputs<T> out{index, static_cast<T*>(box), {}, {}};
+  for (int value = 0; value < kTrackValues; ++value) out.values[value] = rows + value * batch;
+  for (int stat = 0; stat < kTargetStats; ++stat) out.stats[stat] = rows + (kTrackValues + stat) * batch;
   const PointParams params{{numbers[0], numbers[1], numbers[2], numbers[3], lr_from_pscore != 0}, numbers[4]};
-  track_points_cpu(PointInputs<T>{{cls_vis, cls_nl, loc_vis, loc_nl}, points, window, target_size},
+  track_points_cpu(PointInputs<T>{{input(0), input(1), input(2), input(3)}, input(4), input(5), input(6)},
                    Geometry{batch, 1, height, width}, params, out);
 }
 
 }  // namespace
 
-extern "C" void probe_track_points_float(const float* cls_vis, const float* cls_nl, const float* loc_vis,
-                                         const float* loc_nl, const float* points, const float* window,
-                                         const float* target_size, int64_t batch, int64_t height, int64_t width,
-                                         const double* numbers, int lr_from_pscore, int64_t* index, float* box,
-                                         float* values) {
-  probe(cls_vis, cls_nl, loc_vis, loc_nl, points, window, target_size, batch, height, width, numbers, lr_from_pscore,
-        index, box, values);
-}
-
-extern "C" void probe_track_points_double(const double* cls_vis, const double* cls_nl, const double* loc_vis,
-                                          const double* loc_nl, const double* points, const double* window,
-                                          const double* target_size, int64_t batch, int64_t height, int64_t width,
-                                          const double* numbers, int lr_from_pscore, int64_t* index, double* box,
-                                          double* values) {
-  probe(cls_vis, cls_nl, loc_vis, loc_nl, points, window, target_size, batch, height, width, numbers, lr_from_pscore,
-        index, box, values);
+// inputs: cls_vis, cls_nl (null: none), loc_vis, loc_nl, points, window, target_size, all of T
+// (double if float64, else float); numbers: alpha, penalty_k, window_influence, lr, center;
+// box [batch, 4] and values [kTrackValues + kTargetStats, batch] (a row per field after the box) of T.
+extern "C" void probe_track_points(int float64, const void* const* inputs, int64_t batch, int64_t height,
+                                   int64_t width, const double* numbers, int lr_from_pscore, int64_t* index, void* box,
+                                   void* values) {
+  (float64 ? probe<double> : probe<float>)(inputs, batch, height, width, numbers, lr_from_pscore, index, box, values);
 }

@@ -79,7 +79,7 @@ def as_numpy(inputs):
     return {k: None if v is None else v.cpu().double().numpy() for k, v in inputs.items()}
 
 
-BITS = {torch.float32: torch.int32, torch.int64: torch.int64}
+BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.int64: torch.int64}
 
 
 def assert_same_bits(actual, expected):

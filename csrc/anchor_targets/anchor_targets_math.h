@@ -47,8 +47,8 @@ ANCHOR_TARGETS_HD double from_bits(uint64_t bits) {
 
 // log_float64 of the reference: fdlibm's reduction and a degree-6 polynomial in plain
 // float64 arithmetic (the build turns fused multiply-adds off), so every backend agrees.
+// Branch-free, so that loops over cells vectorize (the point post-processing's entropy).
 ANCHOR_TARGETS_HD double log_float64(double x) {
-  if (!(x > 0.0 && x < INFINITY)) return x == 0.0 ? -INFINITY : (x == INFINITY ? INFINITY : NAN);
   constexpr double kTail[] = {0.14616449685043406, 0.15331721600556042, 0.18182889125261723, 0.2222221113479508,
                               0.28571428625975487, 0.39999999999899505, 0.666666666666667};
   constexpr double kLn2High = 6.93147180369123816490e-01;
@@ -56,11 +56,14 @@ ANCHOR_TARGETS_HD double log_float64(double x) {
   const bool subnormal = x < 2.2250738585072014e-308;
   const uint64_t bits = bits_of(subnormal ? x * 18014398509481984.0 : x);  // * 2^54
   double mantissa = from_bits((bits & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);
-  double exponent = static_cast<double>(static_cast<int64_t>(bits >> 52) - (subnormal ? 1023 + 54 : 1023));
-  if (mantissa > 1.4142135623730951) {
-    mantissa = mantissa * 0.5;
-    exponent = exponent + 1.0;
-  }
+  // The exponent field as a double through the 2^52 trick: exact, and no int64 -> double
+  // conversion, which AVX2 cannot vectorize.
+  constexpr double kTwoTo52 = 4503599627370496.0;
+  const double biased = from_bits((bits >> 52) | bits_of(kTwoTo52)) - kTwoTo52;
+  double exponent = biased - (subnormal ? 1023.0 + 54.0 : 1023.0);
+  const bool high = mantissa > 1.4142135623730951;
+  mantissa = high ? mantissa * 0.5 : mantissa;
+  exponent = high ? exponent + 1.0 : exponent;
   const double f = mantissa - 1.0;
   const double s = f / (2.0 + f);
   const double z = s * s;
@@ -68,7 +71,9 @@ ANCHOR_TARGETS_HD double log_float64(double x) {
   for (int k = 1; k < 7; ++k) tail = tail * z + kTail[k];
   const double r = z * tail;
   const double half_square = 0.5 * f * f;
-  return exponent * kLn2High - ((half_square - (s * (half_square + r) + exponent * kLn2Low)) - f);
+  const double core = exponent * kLn2High - ((half_square - (s * (half_square + r) + exponent * kLn2Low)) - f);
+  const double special = x == 0.0 ? -INFINITY : (x == INFINITY ? INFINITY : NAN);
+  return x > 0.0 && x < INFINITY ? core : special;
 }
 
 // murmur3's 32-bit finalizer.

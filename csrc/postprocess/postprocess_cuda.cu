@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cmath>
 
+#include "postprocess/postprocess_cuda.cuh"
 #include "postprocess/postprocess_kernels.h"
 #include "postprocess/postprocess_math.h"
 
@@ -61,14 +62,7 @@ __device__ double head_entropy(const Target<T>& target, const T* cls, double* la
     }
     lanes[threadIdx.x] = lane_sum;
   }
-  __syncthreads();
-  for (int width = kEntropyLanes / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) lanes[threadIdx.x] = lanes[threadIdx.x] + lanes[threadIdx.x + width];
-    __syncthreads();
-  }
-  const double total = lanes[0];
-  __syncthreads();  // every thread has read lanes[0] before they are reused
-  return -total;
+  return -block_lane_tree_sum(lanes);
 }
 
 template <typename T>
@@ -130,20 +124,8 @@ __global__ void __launch_bounds__(kThreads)
       best = n;
     }
   }
-  lane_values[threadIdx.x] = best_value;
-  lane_cells[threadIdx.x] = best;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width &&
-        ranks_before(lane_values[threadIdx.x + width], lane_cells[threadIdx.x + width], lane_values[threadIdx.x],
-                     lane_cells[threadIdx.x])) {
-      lane_values[threadIdx.x] = lane_values[threadIdx.x + width];
-      lane_cells[threadIdx.x] = lane_cells[threadIdx.x + width];
-    }
-    __syncthreads();
-  }
+  best = block_best_cell<kThreads>(best_value, best, lane_values, lane_cells);
   if (threadIdx.x != 0) return;
-  best = lane_cells[0];
   const Box box = target.box(best);
   const double score = target.score(best);
   const double penalty = size_penalty<CudaMath>(box.w, box.h, shape, params.penalty_k);

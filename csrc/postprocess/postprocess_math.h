@@ -2,14 +2,15 @@
 // snlt_fast/ops/postprocess_points.py (the point form, in the heads' T), one formula per
 // function, shared by the CPU and CUDA kernels so that all round every step the same way.
 // `Math` supplies exp, one_plus_exp (1 + exp(x), exp rounded first) and log_positive
-// (CUDA's on the device; PolynomialMath's vectorizable ones on the CPU, and everywhere in
-// the point form, whose contract defines them).
+// (the anchor form: CUDA's on the device, PolynomialMath's vectorizable ones on the CPU; the
+// point form: its contract's own everywhere, points_math.h).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
+
+#include "anchor_targets/anchor_targets_math.h"
 
 #ifdef __CUDACC__
 #define SNLT_HD __host__ __device__ __forceinline__
@@ -49,25 +50,9 @@ struct BasicBox {
 };
 using Box = BasicBox<double>;
 
-SNLT_HD uint64_t bits_of(double x) {
-#ifdef __CUDA_ARCH__
-  return static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits;
-#endif
-}
-
-SNLT_HD double from_bits(uint64_t bits) {
-#ifdef __CUDA_ARCH__
-  return __longlong_as_double(static_cast<long long>(bits));
-#else
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-#endif
-}
+// The float64 bit casts (host and device).
+using anchor_targets::bits_of;
+using anchor_targets::from_bits;
 
 // a * b + c for the polynomials: rounded once (std::fma, exactly rounded on every target),
 // or twice, a product and then a sum (the point form's contract has no fused multiply-add).
@@ -94,8 +79,8 @@ SNLT_HD double horner(const double (&c)[N], double x) {
 // exp and log_positive in plain arithmetic, so that loops over cells vectorize (libm's are
 // scalar calls), accurate to about one ulp as libm's, torch's and CUDA's are. With FusedMulAdd
 // they are the anchor form's CPU functions, whose float32 outputs do not see an ulp's difference
-// from the other backends' libraries (ops/postprocess.py); with RoundedMulAdd, the point form's
-// exp64 and log64 (ops/postprocess_points.py), the same bits on every backend.
+// from the other backends' libraries (ops/postprocess.py); with RoundedMulAdd, exp is the point
+// form's exp64 (ops/postprocess_points.py), the same bits on every backend.
 template <class MulAdd>
 struct PolynomialMath {
   // ln 2 split so that n * kLn2High is exact for the |n| <= 1076 used here.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cmath>
 
+#include "postprocess/postprocess_cuda.cuh"
 #include "postprocess_points/points_kernels.h"
 #include "postprocess_points/points_math.h"
 
@@ -32,14 +33,7 @@ __device__ T head_entropy(const T* cls, int64_t cells, T* lanes) {
     lane_sum = lane_sum + entropy_term<ExactMath<T>, T>(probability(cls, cells, n));
   }
   lanes[threadIdx.x] = lane_sum;
-  __syncthreads();
-  for (int width = kEntropyLanes / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) lanes[threadIdx.x] = lanes[threadIdx.x] + lanes[threadIdx.x + width];
-    __syncthreads();
-  }
-  const T total = lanes[0];
-  __syncthreads();  // every thread has read lanes[0] before they are reused
-  return -total;
+  return -block_lane_tree_sum(lanes);
 }
 
 template <bool kNl, typename T>
@@ -80,19 +74,8 @@ __global__ void __launch_bounds__(kThreads)
       best = n;
     }
   }
-  lane_values[threadIdx.x] = best_value;
-  lane_cells[threadIdx.x] = best;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width && ranks_before<T>(lane_values[threadIdx.x + width], lane_cells[threadIdx.x + width],
-                                               lane_values[threadIdx.x], lane_cells[threadIdx.x])) {
-      lane_values[threadIdx.x] = lane_values[threadIdx.x + width];
-      lane_cells[threadIdx.x] = lane_cells[threadIdx.x + width];
-    }
-    __syncthreads();
-  }
+  best = block_best_cell<kThreads>(best_value, best, lane_values, lane_cells);
   if (threadIdx.x != 0) return;
-  best = lane_cells[0];
   const BasicBox<T> box = boxes.template fused<kNl>(weights.w_vis, weights.w_nl, best);
   const T penalty = size_penalty<ExactMath<T>, T>(box.w, box.h, shape, penalty_k);
   store_track_result(weights, best, box, score(best), penalty, inputs.window[best], params.track, out, b);

@@ -2,24 +2,18 @@
 // is postprocess_math.h's, in T. Shared by the CPU and CUDA kernels.
 #pragma once
 
+#include "anchor_targets/anchor_targets_math.h"
 #include "postprocess/postprocess_math.h"
 
 namespace snlt_fast::postprocess {
 
-// The contract's exp and log in T: exp64 and log64 (PolynomialMath without fused multiply-adds),
-// rounded once to float for float heads, so that every backend computes the same bits.
+// The contract's exp and log in T: exp64 (PolynomialMath without fused multiply-adds) and
+// anchor_targets' log_float64, each rounded once to T, so that every backend computes the same bits.
 template <typename T>
-struct ExactMath;
-
-template <>
-struct ExactMath<double> : PolynomialMath<RoundedMulAdd> {};
-
-template <>
-struct ExactMath<float> {
-  using Exact = PolynomialMath<RoundedMulAdd>;
-  SNLT_HD static float exp(float x) { return static_cast<float>(Exact::exp(x)); }
-  SNLT_HD static float one_plus_exp(float x) { return 1.0f + exp(x); }
-  SNLT_HD static float log_positive(float x) { return static_cast<float>(Exact::log_positive(x)); }
+struct ExactMath {
+  SNLT_HD static T exp(T x) { return static_cast<T>(PolynomialMath<RoundedMulAdd>::exp(x)); }
+  SNLT_HD static T one_plus_exp(T x) { return T(1) + exp(x); }
+  SNLT_HD static T log_positive(T x) { return static_cast<T>(anchor_targets::log_float64(x)); }
 };
 
 // A head's box at point (px, py) from the distances (l, t, r, b) to its edges, its centre

@@ -44,15 +44,16 @@ def _convert_bbox(loc, anchors):
     return delta
 
 
-def _aggregate_one(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha):
-    """(score [N], box [4, N], w_vis, w_nl, h_vis, h_nl) for one target."""
+def _aggregate_one(cls_vis, cls_nl, loc_vis, loc_nl, anchors, alpha, convert_bbox=_convert_bbox):
+    """(score [N], box [4, N], w_vis, w_nl, h_vis, h_nl) for one target; convert_bbox(loc, anchors)
+    decodes a head's boxes (numpy_postprocess_points passes the anchor-free decoding)."""
     score_vis = _convert_score(cls_vis)
-    box_vis = _convert_bbox(loc_vis, anchors)
+    box_vis = convert_bbox(loc_vis, anchors)
     h_vis = entr(score_vis).sum()
     if cls_nl is None:
         return score_vis, box_vis, 1.0, 0.0, h_vis, np.nan
     score_nl = _convert_score(cls_nl)
-    box_nl = _convert_bbox(loc_nl, anchors)
+    box_nl = convert_bbox(loc_nl, anchors)
     h_nl = entr(score_nl).sum()
     # The more uncertain head (higher entropy) gets the lower weight.
     w_vis, w_nl = softmax([alpha * h_nl, alpha * h_vis])
@@ -94,17 +95,28 @@ def track_postprocess_numpy(
     *, alpha=1 / 300, penalty_k=0.04, window_influence=0.44, lr=0.4, lr_mode="snlt",
 ):  # fmt: skip
     """The published tracker's post-processing for each of B targets; a NumpyTrackResult."""
+    return track_each_target(
+        cls_vis, cls_nl, loc_vis, loc_nl, _pysot_anchors(anchors), window, target_size, _convert_bbox,
+        alpha=alpha, penalty_k=penalty_k, window_influence=window_influence, lr=lr, lr_mode=lr_mode,
+    )  # fmt: skip
+
+
+def track_each_target(
+    cls_vis, cls_nl, loc_vis, loc_nl, cells, window, target_size, convert_bbox,
+    *, alpha, penalty_k, window_influence, lr, lr_mode,
+):  # fmt: skip
+    """The published trackers' steps after the network, one target at a time: the heads'
+    aggregation (boxes decoded by convert_bbox(loc, cells)), penalty, window and argmax."""
     if lr_mode not in ("snlt", "pysot"):
         raise ValueError(f"lr_mode must be 'snlt' or 'pysot', got {lr_mode!r}")
     cls_vis, cls_nl, loc_vis, loc_nl = map(_as_float64, (cls_vis, cls_nl, loc_vis, loc_nl))
-    flat_anchors = _pysot_anchors(anchors)
     flat_window = _as_float64(window).reshape(-1)
     target_size = np.broadcast_to(_as_float64(target_size), (cls_vis.shape[0], 2))
     rows = []
     for b in range(cls_vis.shape[0]):
         score, box, w_vis, w_nl, h_vis, h_nl = _aggregate_one(
             cls_vis[b], None if cls_nl is None else cls_nl[b], loc_vis[b],
-            None if loc_nl is None else loc_nl[b], flat_anchors, alpha,
+            None if loc_nl is None else loc_nl[b], cells, alpha, convert_bbox,
         )  # fmt: skip
         target_w, target_h = target_size[b]
         scale_change = _change(_size_with_context(box[2], box[3]) / _size_with_context(target_w, target_h))

@@ -279,8 +279,9 @@ def _check_number(name, value):
     return float(value)
 
 
-def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
-    """Validate the heads and anchors; returns the heads in one kernel dtype (float32 or float64), contiguous."""
+def _check_head_tensors(cls_vis, cls_nl, loc_vis, loc_nl, cells_name, cells):
+    """The heads as (name, tensor) pairs, after checking that the NL head is whole and that
+    the heads and `cells` (the anchors or points) are floating-point tensors on cls_vis's device."""
     if (cls_nl is None) != (loc_nl is None):
         raise ValueError("cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)")
     if not isinstance(cls_vis, Tensor):
@@ -289,30 +290,25 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
     heads = (("cls_vis", cls_vis), ("loc_vis", loc_vis))
     if cls_nl is not None:
         heads += (("cls_nl", cls_nl), ("loc_nl", loc_nl))
-    for name, value in heads + (("anchors", anchors),):
+    for name, value in heads + ((cells_name, cells),):
         _check_tensor(name, value, device, "cls_vis")
-    shape = cls_vis.shape
-    if len(shape) != 4 or shape[1] < 2 or shape[1] % 2:
-        raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(shape)}")
-    batch, channels, height, width = shape
-    anchor_num = channels // 2
-    if height < 1 or width < 1:
-        raise ValueError(f"cls_vis must have a non-empty score map, got shape {tuple(shape)}")
-    expected_loc = (batch, 4 * anchor_num, height, width)
-    if loc_vis.shape != expected_loc:
+    return heads
+
+
+def _check_head_shapes(cls_vis, cls_nl, loc_vis, loc_nl, loc_layout, loc_shape):
+    """loc_vis is `loc_layout` = loc_shape, and the NL head has the visual head's shapes."""
+    if loc_vis.shape != loc_shape:
         raise ValueError(
-            f"loc_vis must be [B, 4A, H, W] = {expected_loc} to match cls_vis {tuple(shape)} "
-            f"(A = {anchor_num}), got {tuple(loc_vis.shape)}"
+            f"loc_vis must be {loc_layout} = {loc_shape} to match cls_vis {tuple(cls_vis.shape)}, got {tuple(loc_vis.shape)}"
         )
     if cls_nl is not None:
-        for name, value, expected in (("cls_nl", cls_nl, shape), ("loc_nl", loc_nl, expected_loc)):
+        for name, value, expected in (("cls_nl", cls_nl, cls_vis.shape), ("loc_nl", loc_nl, loc_shape)):
             if value.shape != expected:
                 raise ValueError(f"{name} must have the shape of the visual head, {tuple(expected)}, got {tuple(value.shape)}")
-    if anchors.shape != (4, anchor_num, height, width):
-        raise ValueError(
-            f"anchors must be [4, A, H, W] = {(4, anchor_num, height, width)} for A = {anchor_num} anchors and a "
-            f"{height}x{width} score map, got {tuple(anchors.shape)}"
-        )
+
+
+def _heads_in_kernel_dtype(heads, cls_vis, cls_nl, loc_vis, loc_nl):
+    """The heads, which must share a dtype, contiguous in the kernels' float32 or float64."""
     dtype = cls_vis.dtype
     if loc_vis.dtype != dtype or (cls_nl is not None and (cls_nl.dtype != dtype or loc_nl.dtype != dtype)):
         raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
@@ -321,7 +317,27 @@ def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
     prepared = [_as_kernel_input(cls_vis, kernel_dtype), None, _as_kernel_input(loc_vis, kernel_dtype), None]
     if cls_nl is not None:
         prepared[1], prepared[3] = _as_kernel_input(cls_nl, kernel_dtype), _as_kernel_input(loc_nl, kernel_dtype)
-    return prepared, _as_kernel_input(anchors, torch.float64)
+    return prepared
+
+
+def _check_heads(cls_vis, cls_nl, loc_vis, loc_nl, anchors):
+    """Validate the heads and anchors; returns the heads in one kernel dtype (float32 or float64), contiguous."""
+    heads = _check_head_tensors(cls_vis, cls_nl, loc_vis, loc_nl, "anchors", anchors)
+    shape = cls_vis.shape
+    if len(shape) != 4 or shape[1] < 2 or shape[1] % 2:
+        raise ValueError(f"cls_vis must be [B, 2A, H, W] with A >= 1, got shape {tuple(shape)}")
+    batch, channels, height, width = shape
+    anchor_num = channels // 2
+    if height < 1 or width < 1:
+        raise ValueError(f"cls_vis must have a non-empty score map, got shape {tuple(shape)}")
+    loc_shape = (batch, 4 * anchor_num, height, width)
+    _check_head_shapes(cls_vis, cls_nl, loc_vis, loc_nl, f"[B, 4A, H, W] (A = {anchor_num})", loc_shape)
+    if anchors.shape != (4, anchor_num, height, width):
+        raise ValueError(
+            f"anchors must be [4, A, H, W] = {(4, anchor_num, height, width)} for A = {anchor_num} anchors and a "
+            f"{height}x{width} score map, got {tuple(anchors.shape)}"
+        )
+    return _heads_in_kernel_dtype(heads, cls_vis, cls_nl, loc_vis, loc_nl), _as_kernel_input(anchors, torch.float64)
 
 
 def _as_kernel_input(tensor, dtype):

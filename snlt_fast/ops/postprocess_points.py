@@ -17,7 +17,7 @@ Arithmetic contract, kept by every backend: everything in T, float64 for float64
 float32 for float16, bfloat16 and float32 heads (float32 arithmetic is what OpenCV's tracker
 does; the anchor form is float64 inside); points, window, target_size and the numbers alpha,
 penalty_k, window_influence, lr and center are converted to T first; no fused multiply-add;
-products and sums in the order written:
+divisions and square roots correctly rounded (IEEE 754's); products and sums in the order written:
   p        = 1 / (1 + exp(l_bg - l_fg))                      per head and cell
   t        = 0 if p == 0 else p * log(p)
   H        = -(lane tree sum of t) over the H*W cells in row-major order (ops/postprocess.py)
@@ -28,7 +28,8 @@ products and sums in the order written:
              (no NL head: w_vis = 1, w_nl = 0, H_nl = NaN, score = p_vis, box = box_vis)
   tw, th, sz, change, s_c, r_c, penalty, pscore: as ops/postprocess.py, with (1 - window_influence)
              computed in T:  pscore = penalty*score*(1 - window_influence) + window*window_influence
-  index    = the first cell whose pscore is NaN, else the first maximum of pscore (in T)
+  index    = the first cell (row-major) whose pscore is NaN, else the first maximum of pscore,
+             compared in T (the anchor form compares float32 pscores)
   lr       = penalty[index]*score[index]*lr ("pysot") or pscore[index]*lr ("snlt")
 exp and log are the contract's own, made of float64 additions, multiplications and
 divisions (each correctly rounded, so the same bits on every device), where libraries'
@@ -37,11 +38,9 @@ rounded to float32 once: exp(x) = float32(exp64(float64(x))), likewise log.
   exp64(x) = (e * 2^h) * 2^(k - h), with  x' = x clamped to [-746, 710] (NaN stays NaN),
              s = x'*LOG2E + SHIFT,  n = s - SHIFT (x'/ln 2 rounded to an integer k),
              r = (x' - n*LN2_HIGH) - n*LN2_LOW,  e = 1 + (r + (r*r)*horner(EXP_TAIL, r)),
-             h = floor(k / 2) (two factors, so that a subnormal result is rounded once)
-  log64(x) for x > 0 (log(0) is never taken): x = m * 2^e with m in [sqrt(1/2), sqrt(2)),
-             f = m - 1, s = f/(2 + f), z = s*s, R = z*horner(LOG_TAIL, z), g = (0.5*f)*f,
-             log64 = e*LN2_HIGH - ((g - (s*(g + R) + e*LN2_LOW)) - f)
-  horner(c, x) = (...(c[0]*x + c[1])*x + ...)*x + c[-1]
+             h = floor(k / 2) (two factors, so that a subnormal result is rounded once);
+             horner(c, x) = (...(c[0]*x + c[1])*x + ...)*x + c[-1]
+  log64    = ops/anchor_targets.py's log_float64 (fdlibm's reduction, the same rules)
 """
 
 import math
@@ -51,6 +50,7 @@ import torch
 from torch import Tensor
 
 from snlt_fast import _backends
+from snlt_fast.ops.anchor_targets import LN2_HIGH, LN2_LOW, log_float64
 from snlt_fast.ops.postprocess import (
     LR_MODES,
     TrackResult,
@@ -58,58 +58,36 @@ from snlt_fast.ops.postprocess import (
     _as_kernel_input,
     _call_native_as_given,
     _change,
+    _check_head_shapes,
+    _check_head_tensors,
     _check_number,
     _check_target_size,
     _check_tensor,
+    _heads_in_kernel_dtype,
     _native_backend,
     _size_with_context,
     first_argmax,
     lane_tree_sum,
 )
-from snlt_fast.ops.xcorr import accumulator_dtype
 
 # track_postprocess_points's result: TrackResult's fields, index into the [H][W] cells and
 # every float in T.
 PointTrackResult = NamedTuple("PointTrackResult", list(TrackResult.__annotations__.items()))
 
-# The constants of exp64 and log64 (the C++ kernels' postprocess_math.h holds the same).
+# exp64's constants (the C++ kernels' PolynomialMath in postprocess_math.h holds the same).
 EXP_LOW, EXP_HIGH = -746.0, 710.0  # past these exp64 is 0 or inf anyway
 LOG2E = 1.4426950408889634
 SHIFT = 6755399441055744.0  # 1.5 * 2^52: x + SHIFT rounds x to an integer, in the low bits
-LN2_HIGH = 6.93147180369123816490e-01  # ln 2 split so that n * LN2_HIGH is exact for |n| <= 1076
-LN2_LOW = 1.90821492927058770002e-10
-# Near-minimax polynomials (Chebyshev fits): (exp(r) - 1 - r) / r^2 on |r| <= ln(2)/2, and
-# (2 atanh(s)/s - 2) / s^2 in z = s^2 on [0, (3 - 2 sqrt(2))^2].
+SHIFT_BITS = 0x4338000000000000  # SHIFT's bit pattern
+# A near-minimax polynomial (Chebyshev fit): (exp(r) - 1 - r) / r^2 on |r| <= ln(2)/2.
 EXP_TAIL = (
     2.0914679376583935e-09, 2.510520637395701e-08, 2.7557273661348637e-07, 2.7557255425746435e-06,
     2.4801587325533363e-05, 0.00019841269874800493, 0.0013888888888883752, 0.008333333333326141,
     0.04166666666666667, 0.1666666666666667, 0.5,
 )  # fmt: skip
-LOG_TAIL = (
-    0.13086626147840102, 0.13268773138656886, 0.15386239702814658, 0.18181795640132906,
-    0.22222222391713917, 0.28571428570803614, 0.4000000000000088, 0.6666666666666666,
-)  # fmt: skip
-SQRT2 = 1.4142135623730951
-SMALLEST_NORMAL = 2.2250738585072014e-308
-TWO_TO_54 = 18014398509481984.0
-_MANTISSA_BITS = (1 << 52) - 1
-_ONE_BITS = 0x3FF0000000000000
-_SHIFT_BITS = 0x4338000000000000  # SHIFT's bit pattern
 
 
 # --------------------------------------------------------------------------- reference
-
-
-def _horner(coefficients, x):
-    total = torch.full_like(x, coefficients[0])
-    for coefficient in coefficients[1:]:
-        total = total * x + coefficient
-    return total
-
-
-def _power_of_two(exponent):
-    """2^exponent (int64 tensor, a normal double's exponent) as float64."""
-    return ((exponent + 1023) << 52).view(torch.float64)
 
 
 def exp64(x: Tensor) -> Tensor:
@@ -118,27 +96,18 @@ def exp64(x: Tensor) -> Tensor:
     shifted = x * LOG2E + SHIFT
     n = shifted - SHIFT
     r = (x - n * LN2_HIGH) - n * LN2_LOW
-    e = 1.0 + (r + (r * r) * _horner(EXP_TAIL, r))
-    exponent = shifted.view(torch.int64) - _SHIFT_BITS
+    tail = torch.full_like(r, EXP_TAIL[0])
+    for coefficient in EXP_TAIL[1:]:
+        tail = tail * r + coefficient
+    e = 1.0 + (r + (r * r) * tail)
+    exponent = shifted.view(torch.int64) - SHIFT_BITS
     half = exponent >> 1
     return e * _power_of_two(half) * _power_of_two(exponent - half)
 
 
-def log64(x: Tensor) -> Tensor:
-    """The contract's log of positive float64 x (module docstring)."""
-    subnormal = x < SMALLEST_NORMAL
-    bits = torch.where(subnormal, x * TWO_TO_54, x).view(torch.int64)
-    m = ((bits & _MANTISSA_BITS) | _ONE_BITS).view(torch.float64)  # in [1, 2)
-    e = (bits >> 52).to(torch.float64) - torch.where(subnormal, 1023.0 + 54.0, 1023.0)
-    high = m > SQRT2
-    m = torch.where(high, m * 0.5, m)
-    e = torch.where(high, e + 1.0, e)
-    f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    r = z * _horner(LOG_TAIL, z)
-    half_square = 0.5 * f * f
-    return e * LN2_HIGH - ((half_square - (s * (half_square + r) + e * LN2_LOW)) - f)
+def _power_of_two(exponent):
+    """2^exponent (int64 tensor, a normal double's exponent) as float64."""
+    return ((exponent + 1023) << 52).view(torch.float64)
 
 
 def _exp(x):
@@ -147,7 +116,7 @@ def _exp(x):
 
 
 def _log(x):
-    return log64(x.to(torch.float64)).to(x.dtype)
+    return log_float64(x.to(torch.float64)).to(x.dtype)
 
 
 def in_dtype(value: float, dtype: torch.dtype) -> float:
@@ -243,37 +212,16 @@ def _(cls_vis, cls_nl, loc_vis, loc_nl, points, window, target_size, alpha, pena
 
 def _check_point_heads(cls_vis, cls_nl, loc_vis, loc_nl, points):
     """Validate the heads and points; returns them in T (float32 or float64), contiguous."""
-    if (cls_nl is None) != (loc_nl is None):
-        raise ValueError("cls_nl and loc_nl must both be given (SNLT) or both be None (visual head only)")
-    if not isinstance(cls_vis, Tensor):
-        raise TypeError(f"cls_vis must be a torch.Tensor, got {type(cls_vis).__name__}")
-    device = cls_vis.device
-    heads = (("cls_vis", cls_vis), ("loc_vis", loc_vis))
-    if cls_nl is not None:
-        heads += (("cls_nl", cls_nl), ("loc_nl", loc_nl))
-    for name, value in heads + (("points", points),):
-        _check_tensor(name, value, device, "cls_vis")
+    heads = _check_head_tensors(cls_vis, cls_nl, loc_vis, loc_nl, "points", points)
     shape = cls_vis.shape
     if len(shape) != 4 or shape[1] != 2 or shape[2] < 1 or shape[3] < 1:
         raise ValueError(f"cls_vis must be [B, 2, H, W] with H, W >= 1, got shape {tuple(shape)}")
     batch, _, height, width = shape
-    expected_loc = (batch, 4, height, width)
-    if loc_vis.shape != expected_loc:
-        raise ValueError(f"loc_vis must be [B, 4, H, W] = {expected_loc} to match cls_vis, got {tuple(loc_vis.shape)}")
-    if cls_nl is not None:
-        for name, value, expected in (("cls_nl", cls_nl, shape), ("loc_nl", loc_nl, expected_loc)):
-            if value.shape != expected:
-                raise ValueError(f"{name} must have the shape of the visual head, {tuple(expected)}, got {tuple(value.shape)}")
+    _check_head_shapes(cls_vis, cls_nl, loc_vis, loc_nl, "[B, 4, H, W]", (batch, 4, height, width))
     if points.shape != (2, height, width):
         raise ValueError(f"points must be [2, H, W] = {(2, height, width)} (px, py) to match cls_vis, got {tuple(points.shape)}")
-    dtype = cls_vis.dtype
-    if loc_vis.dtype != dtype or (cls_nl is not None and (cls_nl.dtype != dtype or loc_nl.dtype != dtype)):
-        raise TypeError(f"cls and loc heads must share a dtype, got {', '.join(f'{n} {v.dtype}' for n, v in heads)}")
-    kernel_dtype = accumulator_dtype(dtype)
-    prepared = [_as_kernel_input(cls_vis, kernel_dtype), None, _as_kernel_input(loc_vis, kernel_dtype), None]
-    if cls_nl is not None:
-        prepared[1], prepared[3] = _as_kernel_input(cls_nl, kernel_dtype), _as_kernel_input(loc_nl, kernel_dtype)
-    return prepared, _as_kernel_input(points, kernel_dtype)
+    prepared = _heads_in_kernel_dtype(heads, cls_vis, cls_nl, loc_vis, loc_nl)
+    return prepared, _as_kernel_input(points, prepared[0].dtype)
 
 
 def _check_point_window(window, points):
