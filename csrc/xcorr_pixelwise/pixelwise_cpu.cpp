@@ -10,8 +10,8 @@
 //                         they are already in the accumulator type with unit position stride;
 //   grad kernel           C[c][k] += A[p][c] * B[p][k]: A the search, read in place, B grad_out
 //                         transposed into a staging buffer (lanes x lanes blocks in registers).
-// The work is cut into items of near-equal cost (a sample by a block of columns), and all
-// items of a call, both gradients' together, into one share of near-equal cost per thread.
+// The work is cut into items of near-equal cost (a sample by a block of columns), which the
+// threads take one at a time; the backward's items of both gradients go out together.
 // The vector code is compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time;
 // SNLT_FAST_XCORR_ISA=avx2|generic forces a narrower one, as for xcorr_depthwise (tests).
 #include "xcorr_pixelwise/pixelwise_plan.h"
@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -265,7 +266,7 @@ constexpr int64_t kItemWork = 1 << 17;
 // Below this many multiply-adds a call runs on the calling thread: waking the pool costs more.
 constexpr int64_t kSerialWork = 1 << 17;
 
-// One kind of item: count items of equal cost, run as run(index).
+// One kind of item: count items of `cost` multiply-adds each.
 struct Items {
   int64_t count = 0, cost = 0;
 };
@@ -400,31 +401,27 @@ struct Kernels {
   };
 };
 
-// Runs every item of the plans (each with its Items), on all threads at once: the
-// items, in order, are cut into one contiguous share per thread of near-equal total cost.
+// Runs run(kind, item) for every item of every kind, the kinds in order. Above kSerialWork
+// multiply-adds the threads take the next item as they finish one, so that a thread the OS
+// keeps waiting (on a shared machine) leaves its items to the others; which thread computes
+// an item never changes its bits.
 template <typename Run>
 void run_items(const std::vector<Items>& kinds, const Run& run) {
-  std::vector<int64_t> starts;  // each kind's first cost
-  int64_t total = 0;
-  for (const Items& kind : kinds) {
-    starts.push_back(total);
-    total += kind.count * kind.cost;
-  }
-  // The items whose cost range begins in [low, high), kind by kind.
-  auto run_range = [&](int64_t low, int64_t high) {
-    for (size_t kind = 0; kind < kinds.size(); ++kind) {
-      const Items& items = kinds[kind];
-      if (items.count == 0) continue;
-      const int64_t start = starts[kind], cost = items.cost;
-      const int64_t first = std::max<int64_t>(0, (low - start + cost - 1) / cost);
-      const int64_t last = std::min(items.count, std::max<int64_t>(0, (high - start + cost - 1) / cost));
-      for (int64_t item = first; item < last; ++item) run(kind, item);
+  int64_t count = 0, work = 0;
+  for (const Items& kind : kinds) count += kind.count, work += kind.count * kind.cost;
+  auto run_index = [&](int64_t index) {
+    for (size_t kind = 0; kind < kinds.size(); index -= kinds[kind].count, ++kind) {
+      if (index < kinds[kind].count) return run(kind, index);
     }
   };
-  const int64_t shares = total < kSerialWork ? 1 : std::max(1, at::get_num_threads());
-  if (shares == 1) return run_range(0, total + 1);
-  at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t share = begin; share < end; ++share) run_range(total * share / shares, total * (share + 1) / shares);
+  const int threads = at::get_num_threads();
+  if (work < kSerialWork || threads == 1 || count == 1) {
+    for (int64_t index = 0; index < count; ++index) run_index(index);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t index = next++; index < count; index = next++) run_index(index);
   });
 }
 
