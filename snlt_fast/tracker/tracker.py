@@ -133,7 +133,7 @@ class SNLTracker:
         if getattr(model, "head_form", "anchor") == "point":
             if cuda_graph:
                 raise ValueError(f"cuda_graph=True is not available for {model.arch} models (their crops are cut on the host)")
-            self._point = PointTracker(model, self.config, self.backend, self._autocast, self._memory_format)
+            self._point = PointTracker(model, self.config, self.backend, self._autocast)
             return
         if self.config.profile != "pysot":
             raise ValueError(f"profile {self.config.profile!r} is for NanoTrack models; a {model.arch} model uses 'pysot'")
