@@ -18,32 +18,18 @@ from hypothesis import strategies as st
 import snlt_fast
 from snlt_fast.ops import xcorr_pixelwise as pixelwise
 from snlt_fast.ops.xcorr_pixelwise import xcorr_pixelwise_matmul
-from test_xcorr import (
-    BACKEND_DEVICES,
-    BACKEND_IDS,
+from test_xcorr import (  # noqa: F401  (backend_device: the fixture, parametrized over every backend)
     DTYPES,
     assert_agrees_with,
     assert_same_bits,
+    backend_device,
     interpreted,
     random_values,
+    require,
     with_layout,
 )
 
 LAYOUTS = ("contiguous", "channels_last", "sliced", "column_major")
-
-
-def require(backend, device):
-    """Skip unless `backend` runs on `device` in this install."""
-    if backend == "triton":
-        pytest.importorskip("snlt_fast.kernels.xcorr_pixelwise", reason="kernels/xcorr_pixelwise.py is missing")
-    if backend not in snlt_fast.available_backends(device):
-        pytest.skip(f"backend {backend!r} is not available on {device} here")
-
-
-@pytest.fixture(scope="module", params=BACKEND_DEVICES, ids=BACKEND_IDS)
-def backend_device(request):
-    require(*request.param)
-    return request.param
 
 
 def relaid(tensor, layout):
@@ -82,12 +68,8 @@ def assert_matches_reference(search, kernel, backend, generator, needs=(True, Tr
 
 
 def test_agrees_with_nanotrack_matmul(backend_device):
-    backend, device = backend_device
-    shapes = [((2, 3, 9, 8), (2, 3, 3, 4)), ((3, 2, 7, 7), (1, 2, 1, 1))]
-    if not interpreted(backend, device):
-        shapes.append(((2, 96, 16, 16), (1, 96, 8, 8)))
-    correlate = lambda s, k: snlt_fast.xcorr_pixelwise(s, k, backend=backend)  # noqa: E731
-    assert_agrees_with(correlate, xcorr_pixelwise_matmul, shapes, device)
+    large_pair = ((2, 96, 16, 16), (1, 96, 8, 8))
+    assert_agrees_with(snlt_fast.xcorr_pixelwise, xcorr_pixelwise_matmul, backend_device, large_pair)
 
 
 @st.composite
