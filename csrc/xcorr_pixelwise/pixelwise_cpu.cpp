@@ -55,8 +55,8 @@ constexpr int kTileRows = 6;
 template <int BYTES>
 constexpr int kTileVectors = BYTES == 64 ? 4 : 2;
 
-// C[m][n] = (+0, or C[m][n] when accumulating) + A[0][m] * B[0][n] + A[1][m] * B[1][n] + ...
-// for m < rows and n < columns, a multiple of the lanes.
+// C[m][n] = (+0, or C[m][n] when accumulating) + A[0][m] * B[0][n] + A[1][m] * B[1][n] + ...,
+// added left to right, for m < rows and n < columns (a multiple of the lanes).
 template <typename Acc>
 struct Gemm {
   const Acc* a;
@@ -103,7 +103,8 @@ SNLT_PIXELWISE_INLINE void gemm_tile_of(const Gemm<Acc>& g, int64_t height, int6
 }
 
 // Columns [n0, n0 + vectors * lanes) for every row, with vectors at most VECTORS. Rows go
-// in tiles of near-equal height (64 = 6 x 9 + 5 x 2), none left with one or two.
+// in tiles of near-equal height (64 = 6 x 9 + 5 x 2, not 6 x 10 + 4): short tiles waste
+// the loads and the loop of a whole one.
 template <typename Acc, int BYTES, int VECTORS>
 SNLT_PIXELWISE_INLINE void gemm_columns(const Gemm<Acc>& g, int64_t vectors, int64_t n0) {
   if constexpr (VECTORS > 1) {
