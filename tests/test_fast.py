@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, requires_minilm
 from snlt_fast.evaluation.metrics import success_curve
 from snlt_fast.models import NanoTrack, build_model, load_checkpoint
 from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights
@@ -75,3 +75,28 @@ def test_fast_keeps_the_exact_boxes_on_real_data(version, profile):
     assert _iou(boxes["fast"], boxes["exact"]).mean() >= 0.95
     auc = {precision: success_curve(truth, found).mean() for precision, found in boxes.items()}
     assert abs(auc["fast"] - auc["exact"]) <= 0.01, auc
+
+
+@requires_minilm
+def test_fast_keeps_the_default_models_boxes_on_held_out_scenes():
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+    from snlt_fast.models import load_default
+    from snlt_fast.tracker import default_config
+
+    model = load_default("cpu")
+    config = default_config(model).replace(long_term=False)
+    for video in SyntheticNL(videos=3, frames=40, seed=HELD_OUT_SEED_START, kind="distractor"):
+        boxes = {}
+        for precision in ("exact", "fast"):
+            tracker = SNLTracker(model, config, precision=precision)
+            found = [video.init_box]
+            for index, frame in enumerate(video.frames()):
+                if index == 0:
+                    tracker.init(frame, video.init_box, video.sentence)
+                else:
+                    found.append(tracker.track(frame).box)
+            boxes[precision] = np.array(found)
+        assert _iou(boxes["fast"], boxes["exact"]).mean() >= 0.95, video.name
+        auc = {p: success_curve(video.boxes, b, video.absent).mean() for p, b in boxes.items()}
+        assert abs(auc["fast"] - auc["exact"]) <= 0.01, (video.name, auc)
