@@ -69,17 +69,19 @@ struct Gemm {
   bool accumulate;
 };
 
-template <typename Acc, int BYTES, int ROWS, int VECTORS>
+// ADJACENT: A's rows are adjacent (a_row == 1, as a contiguous kernel is in the forward),
+// so that the broadcasts' offsets are constants: two integer operations less per step.
+template <typename Acc, int BYTES, int ROWS, int VECTORS, bool ADJACENT>
 SNLT_PIXELWISE_INLINE void gemm_tile(const Gemm<Acc>& g, int64_t m0, int64_t n0) {
   using R = Register<Acc, BYTES>;
   typename R::type sums[ROWS][VECTORS];
   int64_t row_offset[ROWS];
   for (int i = 0; i < ROWS; ++i) {
-    row_offset[i] = (m0 + i) * g.a_row;
+    row_offset[i] = ADJACENT ? i : (m0 + i) * g.a_row;
     for (int v = 0; v < VECTORS; ++v)
       sums[i][v] = g.accumulate ? R::read(g.c + (m0 + i) * g.c_row + n0 + v * R::lanes) : typename R::type{};
   }
-  const Acc* a = g.a;
+  const Acc* a = g.a + (ADJACENT ? m0 : 0);
   const Acc* b = g.b + n0;
   for (int64_t r = 0; r < g.depth; ++r, a += g.a_step, b += g.b_step) {
     typename R::type row[VECTORS];
@@ -99,7 +101,8 @@ SNLT_PIXELWISE_INLINE void gemm_tile_of(const Gemm<Acc>& g, int64_t height, int6
   if constexpr (ROWS > 1) {
     if (height < ROWS) return gemm_tile_of<Acc, BYTES, ROWS - 1, VECTORS>(g, height, m0, n0);
   }
-  gemm_tile<Acc, BYTES, ROWS, VECTORS>(g, m0, n0);
+  if (g.a_row == 1) return gemm_tile<Acc, BYTES, ROWS, VECTORS, true>(g, m0, n0);
+  gemm_tile<Acc, BYTES, ROWS, VECTORS, false>(g, m0, n0);
 }
 
 // Columns [n0, n0 + vectors * lanes) for every row, with vectors at most VECTORS. Rows go
