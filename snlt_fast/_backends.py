@@ -27,7 +27,9 @@ def _load_extension():
         return None, f"the compiled extension snlt_fast._C did not load ({error}); build it with `make build`", False
     try:
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_forward_many", "CUDA")
-    except RuntimeError:  # the op is not registered
+        # The newest op: an older build lacks it (and raises here).
+        torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_pixelwise_forward", "CPU")
+    except RuntimeError:  # an op is not registered
         has_cuda = None
     if has_cuda is None or not all(hasattr(module, name) for name in ("postprocess_track", "postprocess_track_points")):
         return None, "snlt_fast._C is out of date (it lacks ops of this version); rebuild it with `make build`", False

@@ -19,6 +19,13 @@ from snlt_fast.tracker.config import TrackerConfig
 _STRIDE = 16
 
 
+def _as_stacked_images(crop):
+    """`crop` [1, 3, H, W] laid out as SNLTracker's crops are (a stack of HxWx3 images viewed as
+    NCHW): PyTorch's convolutions round differently for other layouts, and the comparison is
+    of the trackers, with the same network outputs."""
+    return crop[0].permute(1, 2, 0).contiguous()[None].permute(0, 3, 1, 2)
+
+
 def _change(ratio):
     return np.maximum(ratio, 1.0 / ratio)
 
@@ -51,7 +58,7 @@ class PublishedNanoTracker:
         self.size = np.array([w, h])
         self.channel_average = np.mean(frame, axis=(0, 1))
         crop = opencv_subwindow(frame, self.center, 127, round(self._template_side()), self.channel_average)
-        self.model.template(crop)
+        self.model.template(_as_stacked_images(crop))
 
     @torch.no_grad()
     def track(self, frame):
@@ -60,7 +67,7 @@ class PublishedNanoTracker:
         template_side = self._template_side()
         scale = 127 / template_side
         crop = opencv_subwindow(frame, self.center, 255, round(template_side * 255 / 127), self.channel_average)
-        heads = self.model.track(crop)
+        heads = self.model.track(_as_stacked_images(crop))
         logits = heads["cls"][0].double().numpy().reshape(2, -1)
         exp = np.exp(logits - logits.max(axis=0))
         score = exp[1] / exp.sum(axis=0)
