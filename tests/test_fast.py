@@ -8,21 +8,13 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, requires_minilm
-from snlt_fast.evaluation.metrics import success_curve
+from snlt_fast.evaluation.metrics import iou, success_curve
 from snlt_fast.models import NanoTrack, build_model, load_checkpoint
 from snlt_fast.tracker import SNLTracker, TrackerConfig, calibrate_random_weights
 from snlt_fast.tracker.fast import cpu_computes_bfloat16, plan_fast, reduced_precision_for
 
 WEIGHTS = SHARED_DATA.parent / "weights" / "nanotrack"
 BIKER = SHARED_DATA / "otb" / "sequences" / "Biker"
-
-
-def _iou(a, b):
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / (a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter)
 
 
 def test_fast_plan_folds_a_copy_and_picks_precision_by_hardware():
@@ -72,7 +64,7 @@ def test_fast_keeps_the_exact_boxes_on_real_data(version, profile):
         tracker = SNLTracker(model, TrackerConfig.nanotrack(version, profile=profile), precision=precision)
         tracker.init(frames[0], tuple(truth[0]))
         boxes[precision] = np.array([truth[0]] + [tracker.track(frame).box for frame in frames[1:]])
-    assert _iou(boxes["fast"], boxes["exact"]).mean() >= 0.95
+    assert iou(boxes["fast"], boxes["exact"]).mean() >= 0.95
     auc = {precision: success_curve(truth, found).mean() for precision, found in boxes.items()}
     assert abs(auc["fast"] - auc["exact"]) <= 0.01, auc
 
@@ -97,6 +89,6 @@ def test_fast_keeps_the_default_models_boxes_on_held_out_scenes():
                 else:
                     found.append(tracker.track(frame).box)
             boxes[precision] = np.array(found)
-        assert _iou(boxes["fast"], boxes["exact"]).mean() >= 0.95, video.name
+        assert iou(boxes["fast"], boxes["exact"]).mean() >= 0.95, video.name
         auc = {p: success_curve(video.boxes, b, video.absent).mean() for p, b in boxes.items()}
         assert abs(auc["fast"] - auc["exact"]) <= 0.01, (video.name, auc)

@@ -66,18 +66,16 @@ class PointTracker:
 
     # ------------------------------------------------------------------ crops
 
-    def _crop(self, frame, center, side, out_size):
-        """The square of `side` pixels around `center`, padded with the fill colour, resized to out_size."""
+    def _crop(self, frame, center, side, out_size, fill):
+        """The square of `side` pixels around `center`, padded with `fill`, resized to out_size."""
         height, width = frame.shape[:2]
         if self.opencv:
-            # OpenCV: int(cx) - int((side + 1) / 2), the padding the current frame's rounded mean.
+            # OpenCV: int(cx) - int((side + 1) / 2).
             half = (side + 1) // 2
             x0, y0 = int(center[0]) - half, int(center[1]) - half
-            fill = cv2.mean(frame)[:3]
         else:
             half = (side + 1) / 2
             x0, y0 = math.floor(center[0] - half + 0.5), math.floor(center[1] - half + 0.5)
-            fill = self._fill
         x1, y1 = x0 + side, y0 + side
         inside = frame[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
         pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
@@ -87,7 +85,10 @@ class PointTracker:
         return patch
 
     def _crops(self, frame, sides, out_size):
-        patches = np.stack([self._crop(frame, center, int(side), out_size) for center, side in zip(self._centers, sides)])
+        # OpenCV pads with the current frame's mean (rounded by copyMakeBorder), the published
+        # tracker with the first frame's.
+        fill = cv2.mean(frame)[:3] if self.opencv else self._fill
+        patches = np.stack([self._crop(frame, c, int(side), out_size, fill) for c, side in zip(self._centers, sides)])
         if self.opencv:
             patches = patches[..., ::-1]  # OpenCV's blobFromImage(swapRB=true)
         batch = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device, non_blocking=True)
@@ -145,8 +146,12 @@ class PointTracker:
             alpha=config.alpha, penalty_k=config.penalty_k, window_influence=config.window_influence,
             lr=config.lr, lr_mode=config.lr_mode, center=self._center, backend=self.backend,
         )  # fmt: skip
-        box = best.box.cpu().numpy() / scale[:, None]
-        lr = best.lr.cpu().numpy()[:, None]
+        names = ("cls", "loc", "nl_cls", "nl_loc") if self.has_text else ("cls", "loc")
+        finite = torch.stack([heads[name].flatten(1).isfinite().all(dim=1) for name in names], dim=1)
+        # The one host read of the frame: box, lr, score, pscore, w_vis, w_nl, finite flags.
+        columns = (best.lr, best.score, best.pscore, best.w_vis, best.w_nl)
+        row = torch.cat((best.box, torch.stack(columns, dim=1), finite.to(best.box.dtype)), dim=1).cpu().numpy()
+        box, lr, stats, finite = row[:, :4] / scale[:, None], row[:, 4:5], row[:, 5:9], row[:, 9:]
         centers = self._centers + box[:, :2]
         sizes = self._sizes * (1 - lr) + box[:, 2:] * lr
         self._centers = np.maximum(np.minimum(centers, self._frame_limits), 0)
@@ -155,9 +160,6 @@ class PointTracker:
         boxes = np.concatenate((corners, self._sizes), axis=1)
         if self.opencv:
             boxes = np.trunc(boxes)  # OpenCV's Rect of ints
-        names = ("cls", "loc", "nl_cls", "nl_loc") if self.has_text else ("cls", "loc")
-        finite = torch.stack([heads[name].flatten(1).isfinite().all(dim=1) for name in names], dim=1).cpu().numpy()
-        stats = torch.stack((best.score, best.pscore, best.w_vis, best.w_nl), dim=1).cpu().numpy()
         return boxes.astype(np.float64), stats.astype(np.float64), finite
 
 

@@ -117,10 +117,10 @@ class SNLTracker:
             raise ValueError(f"reference=True runs the reference backend; it cannot be combined with backend={backend!r}")
         self.precision = check_precision(precision)
         self.config = config if config is not None else default_config(model)
-        device = next(model.parameters()).device
+        self.device = next(model.parameters()).device
         if precision == "fast":
             plan = plan_fast(model)
-            model, self._autocast = plan.model, lambda: plan.autocast(device)
+            model, self._autocast = plan.model, lambda: plan.autocast(self.device)
         else:
             self._autocast = contextlib.nullcontext
         self.model = model.eval()
@@ -142,7 +142,6 @@ class SNLTracker:
                 f"config has {self.config.anchor_num} anchors per cell ({len(self.config.anchor_ratios)} ratios x "
                 f"{len(self.config.anchor_scales)} scales) but the model predicts {model.anchor_num}"
             )
-        self.device = next(model.parameters()).device
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a model on a CUDA device, got {self.device}")
         self.cuda_graph = cuda_graph
@@ -159,7 +158,7 @@ class SNLTracker:
         described by `text` (None: visual only); or N boxes and N sentences (a list each)."""
         boxes, texts, self._single = _parse_targets(box, text)
         if self._point is not None:
-            frame = np.ascontiguousarray(frame_to_tensor(frame, "cpu").numpy())
+            frame = _host_frame(frame)
             self._frame_shape, self._frame_index = frame.shape, 0
             with torch.inference_mode():
                 self._point.init(frame, boxes, texts)
@@ -291,7 +290,7 @@ class SNLTracker:
         return results[0] if self._single else results
 
     def _track_points(self, frame):
-        frame = np.ascontiguousarray(frame_to_tensor(frame, "cpu").numpy())
+        frame = _host_frame(frame)
         if frame.shape != self._frame_shape:
             raise ValueError(f"frame has shape {frame.shape} but the first frame had {self._frame_shape}")
         with torch.inference_mode():
@@ -359,6 +358,11 @@ class SNLTracker:
         self._centers.copy_(saved[0])
         self._sizes.copy_(saved[1])
         self._graph = graph
+
+
+def _host_frame(frame):
+    """A checked frame as a host numpy array (the point-form trackers crop with OpenCV)."""
+    return np.ascontiguousarray(frame_to_tensor(frame, "cpu").numpy())
 
 
 def default_config(model, profile=None):
