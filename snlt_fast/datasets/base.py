@@ -76,6 +76,12 @@ class Video:
     def init_box(self):
         return self.boxes[0].copy()
 
+    def lookalike_boxes(self, index):
+        """(k, 4) boxes, as `boxes`, in frame `index` of the annotated objects that look like
+        the target and are in view there (training centres some search crops on them);
+        none where a dataset does not annotate them."""
+        return np.zeros((0, 4))
+
     def frame(self, index):
         """Frame `index` (0-based) as an (H, W, 3) uint8 BGR array, as OpenCV reads it."""
         import cv2

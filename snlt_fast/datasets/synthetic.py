@@ -184,6 +184,12 @@ class SyntheticVideo(Video):
         """Frame `index` (0-based) as an (H, W, 3) uint8 BGR array."""
         return self._scene.render(_frame_number(index, len(self)))
 
+    def lookalike_boxes(self, index):
+        """The look-alikes (distractor scenes; none in plain ones) whose box centre is in the image."""
+        boxes = self.object_boxes[[number for number, obj in enumerate(self.objects) if obj.role == "look-alike"], index]
+        centre_x, centre_y = boxes[:, 0] - 1 + (boxes[:, 2] - 1) / 2, boxes[:, 1] - 1 + (boxes[:, 3] - 1) / 2
+        return boxes[(centre_x >= 0) & (centre_x <= self.width - 1) & (centre_y >= 0) & (centre_y <= self.height - 1)]
+
     def object_mask(self, index, obj=0, visible=False):
         """(H, W) bool: the pixels object `obj` covers in frame `index` (the same shapes `frame` paints);
         visible=True leaves out those hidden behind objects in front of it and pillars."""

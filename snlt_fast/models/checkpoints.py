@@ -301,7 +301,7 @@ def _load_nanotrack(state, found, arch, language, backend):
     state = {key: value for key, value in state.items() if not key.startswith("neck.")}
     _load_strict(model, state, "NanoTrack checkpoint", optional_prefix=("nl_head.", "language."))
     if model.has_language:
-        model.nl_head.load_state_dict(model.ban_head.state_dict())
+        model.start_language_head_from_visual()
     return model
 
 

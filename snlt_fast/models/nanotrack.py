@@ -297,11 +297,16 @@ class NanoTrack(nn.Module):
             size = TEMPLATE_FEATURE_SIZE
             self.language = LanguageKernels(language, levels=1, channels=channels * size * size, projection=True)
             self.nl_head = BANHead(version, channels)
-            self.nl_head.load_state_dict(self.ban_head.state_dict())  # a start the visual head has tuned
+            self.start_language_head_from_visual()
         else:
             self.language = None
         self._template = None
         set_backend(self, backend)
+
+    def start_language_head_from_visual(self):
+        """Copy the visual head's weights into the language head: a start the visual head has
+        tuned (called again whenever the visual head is loaded)."""
+        self.nl_head.load_state_dict(self.ban_head.state_dict())
 
     @property
     def arch(self):

@@ -86,23 +86,27 @@ def _gray(crop):
     return cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
 
-def augmented_crop(frame, box, *, out_size, exemplar_size, context, augmentation, gray, rng, fill=None):
+def augmented_crop(frame, box, *, out_size, exemplar_size, context, augmentation, gray, rng, fill=None, window_box=None):
     """One augmented crop of the target `box` (1-based x, y, w, h) in `frame` (HxWx3 uint8 BGR).
 
     Returns (crop [out_size, out_size, 3] float32 BGR in 0..255, target (cx, cy, w, h)
-    relative to the crop centre). Draws from `rng` in a fixed order.
+    relative to the crop centre). Draws from `rng` in a fixed order. `window_box`
+    (default: `box`) is the box the window is cut around; the target is still `box`.
     """
     cx, cy, w, h = box_center_size(box)
-    side = context_side(w, h, context) * out_size / exemplar_size
+    window_cx, window_cy, window_w, window_h = box_center_size(box if window_box is None else window_box)
+    side = context_side(window_w, window_h, context) * out_size / exemplar_size
     stretch = 1 + rng.uniform(-1, 1, size=2) * augmentation.scale
     sides = (side * stretch[0], side * stretch[1])
     shift = rng.uniform(-1, 1, size=2) * augmentation.shift  # in crop pixels
     # Moving the window by +shift crop pixels moves the target by -shift in the crop.
-    center = (cx + shift[0] * sides[0] / (out_size - 1), cy + shift[1] * sides[1] / (out_size - 1))
+    center = (window_cx + shift[0] * sides[0] / (out_size - 1), window_cy + shift[1] * sides[1] / (out_size - 1))
     if fill is None:
         fill = frame.reshape(-1, 3).mean(axis=0)
     crop, scale_x, scale_y = warp(frame, center, sides, out_size, fill)
-    target = np.array([-shift[0], -shift[1], w * scale_x, h * scale_y], dtype=np.float64)
+    # The target's offset from the window's box is exactly 0 when the window is the target's.
+    offset = ((cx - window_cx) * scale_x, (cy - window_cy) * scale_y)
+    target = np.array([offset[0] - shift[0], offset[1] - shift[1], w * scale_x, h * scale_y], dtype=np.float64)
     if gray:
         crop = _gray(crop)
     if rng.random() < augmentation.color:

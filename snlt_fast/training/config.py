@@ -83,6 +83,7 @@ SCHEMA = {
     "data": {
         "datasets": Field(list, []),
         "negative_prob": Field(float, 0.2),
+        "lookalike_prob": Field(float, 0.0),
         "gray_prob": Field(float, 0.0),
         "exemplar_size": Field(int, 127),
         "search_size": Field(int, 255),
@@ -216,7 +217,7 @@ def _check_values(config):
     for key in ("batch_size", "epochs", "steps_per_epoch", "checkpoint_every", "log_every"):
         if train[key] < 1:
             raise ConfigError(f"train.{key} must be at least 1, got {train[key]}")
-    for key in ("negative_prob", "gray_prob"):
+    for key in ("negative_prob", "lookalike_prob", "gray_prob"):
         if not 0 <= data[key] <= 1:
             raise ConfigError(f"data.{key} must be a probability in [0, 1], got {data[key]}")
     for side in ("template", "search"):

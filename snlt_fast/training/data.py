@@ -38,7 +38,7 @@ class PairDataset(torch.utils.data.Dataset):
         entries = data_config["datasets"]
         self.sampler = PairSampler(
             sources, [e["weight"] for e in entries], [e["frame_range"] for e in entries],
-            data_config["negative_prob"], seed,
+            data_config["negative_prob"], seed, data_config["lookalike_prob"],
         )
         self.sources, self.seed = sources, seed
         self.gray_prob = data_config["gray_prob"]
@@ -58,14 +58,17 @@ class PairDataset(torch.utils.data.Dataset):
         pair = self.sampler.pair(rng)
         gray = bool(rng.random() < self.gray_prob)
         crops = []
-        for ref, size, augmentation in (
-            (pair.template, self.exemplar_size, self.template_augmentation),
-            (pair.search, self.search_size, self.search_augmentation),
+        search_window = None
+        if pair.lookalike is not None:
+            search_window = self._video(pair.search).lookalike_boxes(pair.search.frame)[pair.lookalike]
+        for ref, size, augmentation, window in (
+            (pair.template, self.exemplar_size, self.template_augmentation, None),
+            (pair.search, self.search_size, self.search_augmentation, search_window),
         ):
             video = self._video(ref)
             crop, target = augmented_crop(
                 video.frame(ref.frame), video.boxes[ref.frame], out_size=size, exemplar_size=self.exemplar_size,
-                context=self.context, augmentation=augmentation, gray=gray, rng=rng,
+                context=self.context, augmentation=augmentation, gray=gray, rng=rng, window_box=window,
             )
             crops.append((crop, target))
         sentence = self._video(pair.template).sentence

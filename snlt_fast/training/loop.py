@@ -1,9 +1,11 @@
-"""The training loop of `snlt train`: data, anchor targets, forward, loss, backward, step.
+"""The training loop of `snlt train`: data, targets, forward, loss, backward, step.
 
-One step on each rank: a batch of pairs (snlt_fast.training.data), their anchor targets
-in one fused call (snlt_fast.anchor_targets, random choices keyed per sample), the
-forward through DDP when there are several ranks, the loss of Eq. 5
-(snlt_fast.training.losses), backward, gradient clipping, the optimiser step. A step
+One step on each rank: a batch of pairs (snlt_fast.training.data), their targets (for
+anchor-form models, SNLT and SiamRPN, in one fused call of snlt_fast.anchor_targets,
+random choices keyed per sample; for point-form models, NanoTrack, those of
+snlt_fast.training.point_targets), the forward through DDP when there are several ranks,
+the loss of Eq. 5 in the head's form (snlt_fast.training.losses), backward, gradient
+clipping, the optimiser step. A step
 whose loss is not finite or exceeds `loss.skip_above` on any rank is skipped on every
 rank: backward still runs everywhere (DDP's all-reduce is inside it), the ranks agree
 on the skip with one all-reduce of the flag, and the gradients are dropped.
@@ -17,18 +19,22 @@ import numpy as np
 import torch
 
 from snlt_fast._files import write_text_atomic
-from snlt_fast.models import build_model, load_checkpoint, save_checkpoint
-from snlt_fast.models.checkpoints import ENCODER_PREFIX
+from snlt_fast.models import NanoTrack, build_model, build_nanotrack, load_checkpoint, save_checkpoint
+from snlt_fast.models.checkpoints import ALL_ARCHS, ENCODER_PREFIX, NANOTRACK_ARCHS
 from snlt_fast.ops.anchor_targets import anchor_targets
 from snlt_fast.ops.anchors import generate_anchors
 from snlt_fast.training import config as config_module
 from snlt_fast.training import distributed, optim, state
 from snlt_fast.training.data import PairDataset, RunBatches, loader, open_source
-from snlt_fast.training.losses import LOSS_NAMES, Normalizer, snlt_losses
+from snlt_fast.training.losses import LOSS_NAMES, Normalizer, head_losses, point_head_losses, snlt_losses
+from snlt_fast.training.point_targets import model_points, point_targets
 
 # A sentence for samples that have none: the language head runs on every sample so that
 # every step has the same graph on every rank; the loss ignores these samples.
 PLACEHOLDER_SENTENCE = "an object"
+# Keys of the model section that only anchor-form models have (the targets section is
+# all anchor-form too).
+ANCHOR_MODEL_KEYS = ("anchor_ratios", "anchor_scales", "hidden", "width")
 
 
 class TrainingError(ValueError):
@@ -38,19 +44,17 @@ class TrainingError(ValueError):
 def build_training_model(config):
     """The model a config describes, with `model.init_from` weights loaded where they fit."""
     model_config = config["model"]
-    overrides = {
-        "anchor_num": len(model_config["anchor_ratios"]) * len(model_config["anchor_scales"]),
-        "anchor_ratios": model_config["anchor_ratios"],
-        "anchor_scales": model_config["anchor_scales"],
-        "instance_size": config["data"]["search_size"],
-        "hidden": model_config["hidden"],
-    }
-    if model_config["width"] != 1.0:
-        overrides["width"] = model_config["width"]
     arch = model_config["arch"]
-    language = model_config["language"]
+    if arch not in ALL_ARCHS:
+        raise TrainingError(f"model.arch must be one of {', '.join(ALL_ARCHS)}; got {arch!r}")
+    point_form = arch in NANOTRACK_ARCHS
+    if point_form:
+        _check_point_form_config(config, arch)
     try:
-        model = build_model(arch, **overrides, **({"language": language} if arch.startswith("snlt") else {}))
+        if point_form:
+            model = build_nanotrack(arch, language=model_config["language"])
+        else:
+            model = build_model(arch, **_anchor_overrides(config))
     except (TypeError, ValueError) as error:
         raise TrainingError(f"model: {' '.join(str(error).split())}") from None
     if model_config["init_from"]:
@@ -62,12 +66,47 @@ def build_training_model(config):
     return model
 
 
+def _check_point_form_config(config, arch):
+    """A NanoTrack config leaves the anchor keys alone and keeps the crop sizes the network is built for."""
+    defaults = config_module.defaults()
+    anchor_keys = [("model", key) for key in ANCHOR_MODEL_KEYS] + [("targets", key) for key in defaults["targets"]]
+    for section, key in anchor_keys:
+        if config[section][key] != defaults[section][key]:
+            raise config_module.ConfigError(
+                f"{section}.{key} is {config[section][key]!r}, but a {arch} model has no anchors (point form): "
+                f"leave it at its default {defaults[section][key]!r}"
+            )
+    for key, size in (("exemplar_size", NanoTrack.exemplar_size), ("search_size", NanoTrack.instance_size)):
+        if config["data"][key] != size:
+            raise config_module.ConfigError(f"data.{key} must be {size} for a {arch} model, got {config['data'][key]}")
+
+
+def _anchor_overrides(config):
+    """build_model's arguments for an anchor-form arch."""
+    model_config = config["model"]
+    overrides = {
+        "anchor_num": len(model_config["anchor_ratios"]) * len(model_config["anchor_scales"]),
+        "anchor_ratios": model_config["anchor_ratios"],
+        "anchor_scales": model_config["anchor_scales"],
+        "instance_size": config["data"]["search_size"],
+        "hidden": model_config["hidden"],
+    }
+    if model_config["width"] != 1.0:
+        overrides["width"] = model_config["width"]
+    if model_config["arch"].startswith("snlt"):
+        overrides["language"] = model_config["language"]
+    return overrides
+
+
 def _initialise_from(model, path):
-    """Copy every weight of a pysot, published SNLT or snlt_fast checkpoint that this model has.
+    """Copy every visual weight of a pysot, published SNLT, NanoTrack or snlt_fast checkpoint
+    that this model has.
 
     Keys the checkpoint lacks (a language branch on top of a pysot model, say) keep their
-    fresh values; a key of the checkpoint that this model lacks, or has in another shape,
-    is an error, so that a mismatch of anchors or widths never goes unnoticed."""
+    fresh values, except that a NanoTrack language head starts again as a copy of the
+    loaded visual head, as it does at construction; a key of the checkpoint that this model
+    lacks, or has in another shape, is an error, so that a mismatch of anchors or widths
+    never goes unnoticed."""
     if not Path(path).is_file():
         raise TrainingError(f"model.init_from {path} does not exist or is not a file")
     try:
@@ -85,6 +124,8 @@ def _initialise_from(model, path):
             f"({shown}); check model.arch, anchor_ratios/anchor_scales and hidden"
         )
     model.load_state_dict(loaded, strict=False)
+    if isinstance(model, NanoTrack) and model.has_language:
+        model.start_language_head_from_visual()
 
 
 def _autocast(precision, device):
@@ -129,11 +170,15 @@ class Trainer:
         self._epoch = self._network = None
         if resume:
             self._resume()
-        model_config = config["model"]
-        score_size = self.model.score_size_for(config["data"]["search_size"])
-        self.anchors = generate_anchors(
-            self.model.stride, model_config["anchor_ratios"], model_config["anchor_scales"], score_size, device=self.device
-        )
+        self.point_form = getattr(self.model, "head_form", "anchor") == "point"
+        if self.point_form:
+            self.points = model_points(self.model, self.device)
+        else:
+            model_config = config["model"]
+            score_size = self.model.score_size_for(config["data"]["search_size"])
+            self.anchors = generate_anchors(
+                self.model.stride, model_config["anchor_ratios"], model_config["anchor_scales"], score_size, device=self.device
+            )
         if sources is None:
             sources = [open_source(entry) for entry in config["data"]["datasets"]]
         elif len(sources) != len(config["data"]["datasets"]):
@@ -180,12 +225,15 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _targets(self, batch):
+        boxes, negative = batch["box"].to(self.device, torch.float64), batch["negative"].to(self.device)
+        if self.point_form:
+            return point_targets(self.points, boxes, negative)
         targets_config = self.config["targets"]
         return anchor_targets(
-            self.anchors, batch["box"].to(self.device, torch.float64),
+            self.anchors, boxes,
             positive_iou=targets_config["positive_iou"], negative_iou=targets_config["negative_iou"],
             positive_num=targets_config["positive_num"], total_num=targets_config["total_num"],
-            negative=batch["negative"].to(self.device), seeds=batch["target_seeds"].to(self.device),
+            negative=negative, seeds=batch["target_seeds"].to(self.device),
         )
 
     def _step(self, network, batch):
@@ -197,7 +245,10 @@ class Trainer:
         with _autocast(self.config["precision"], self.device):
             outputs = network(template, search, text)
         loss_config = self.config["loss"]
-        total, terms = snlt_losses(outputs, targets, has_sentence, self.normalizer, loss_config["cls_weight"], loss_config["loc_weight"])
+        total, terms = snlt_losses(
+            outputs, targets, has_sentence, self.normalizer, loss_config["cls_weight"], loss_config["loc_weight"],
+            losses_of_head=point_head_losses if self.point_form else head_losses,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()

@@ -8,6 +8,11 @@ summed over the sample and averaged over the batch's samples; total = cls_weight
 samples that have a sentence (their labels ignored otherwise; its L1 averaged over
 those samples), so a batch without sentences adds exactly 0, never a NaN.
 
+Point-form heads (NanoTrack, targets of snlt_fast.training.point_targets) have the same
+classification term over their labelled points, and as regression the linear IoU loss
+1 - IoU of the predicted and the target (l, t, r, b) boxes, averaged over the positive
+points (SiamBAN's choice; the NanoTrack facts this project holds do not name NanoTrack's).
+
 Means are taken over the counts of the global batch: `Normalizer` sums the counts over
 the ranks, so that ranks' losses, averaged by DDP, are the loss of the global batch.
 """
@@ -41,34 +46,75 @@ def head_layout(cls, loc, anchor_num):
     return log_probs, loc.float().view(batch, 4, anchor_num, height, width)
 
 
-def head_losses(cls, loc, targets, sample_mask, normalizer):
-    """(cls loss, loc loss) of one head over the samples where `sample_mask` [B] is True."""
-    counted = sample_mask[:, None, None, None]
-    labels = torch.where(counted, targets.labels, -1)
-    # Outputs of samples that do not count are replaced before any arithmetic, so that
-    # whatever they hold (an inf, a NaN) reaches neither the loss nor the gradient.
-    cls, loc = torch.where(counted, cls, 0), torch.where(counted, loc, 0)
-    log_probs, deltas = head_layout(cls, loc, labels.shape[1])
+def _counted(sample_mask, tensor):
+    """sample_mask [B] shaped to broadcast over `tensor` [B, ...]."""
+    return sample_mask.view(-1, *(1,) * (tensor.dim() - 1))
+
+
+def _head_terms(log_probs, labels, loc_sum, loc_count, normalizer):
+    """(cls loss, loc loss) of one head from its log-probabilities [B, 2, ...] (0 background,
+    1 target), labels [B, ...] and the regression error summed over what counts for it."""
     positive, negative = labels == 1, labels == 0
-    # where, not a product with the mask: an ignored anchor's -inf must not make 0 * inf.
+    # where, not a product with the mask: an ignored cell's -inf must not make 0 * inf.
     positive_nll = -torch.where(positive, log_probs[:, 1], 0).sum()
     negative_nll = -torch.where(negative, log_probs[:, 0], 0).sum()
-    weights = torch.where(counted, targets.delta_weights.float(), 0)
-    errors = torch.where(counted, (deltas - targets.deltas.float()).abs().sum(dim=1), 0)
-    l1 = (errors * weights).sum()
-    counts = normalizer.global_counts([positive.sum(), negative.sum(), sample_mask.sum()])
+    counts = normalizer.global_counts([positive.sum(), negative.sum(), loc_count])
     scale = normalizer.world_size
     cls_loss = scale * (0.5 * positive_nll / counts[0] + 0.5 * negative_nll / counts[1])
-    loc_loss = scale * l1 / counts[2]
+    loc_loss = scale * loc_sum / counts[2]
     return cls_loss.float(), loc_loss.float()
 
 
-def snlt_losses(outputs, targets, has_sentence, normalizer, cls_weight=1.0, loc_weight=1.2):
-    """(total, {name: term}) for the head outputs of SNLT.forward; the language terms are 0 without nl_cls."""
+def _masked(sample_mask, labels, cls, loc):
+    """Labels of samples that do not count ignored, and their outputs replaced before any
+    arithmetic, so that whatever they hold (an inf, a NaN) reaches neither the loss nor the gradient."""
+    labels = torch.where(_counted(sample_mask, labels), labels, -1)
+    return labels, torch.where(_counted(sample_mask, cls), cls, 0), torch.where(_counted(sample_mask, loc), loc, 0)
+
+
+def head_losses(cls, loc, targets, sample_mask, normalizer):
+    """(cls loss, loc loss) of one anchor-form head over the samples where `sample_mask` [B] is True."""
+    labels, cls, loc = _masked(sample_mask, targets.labels, cls, loc)
+    log_probs, deltas = head_layout(cls, loc, labels.shape[1])
+    counted = _counted(sample_mask, labels)
+    weights = torch.where(counted, targets.delta_weights.float(), 0)
+    errors = torch.where(counted, (deltas - targets.deltas.float()).abs().sum(dim=1), 0)
+    return _head_terms(log_probs, labels, (errors * weights).sum(), sample_mask.sum(), normalizer)
+
+
+def ltrb_iou(predicted, target):
+    """IoU [B, S, S] of the boxes that (l, t, r, b) distances [B, 4, S, S] from the same points describe."""
+    l, t, r, b = predicted.unbind(dim=1)
+    tl, tt, tr, tb = target.unbind(dim=1)
+    intersection = (torch.minimum(l, tl) + torch.minimum(r, tr)) * (torch.minimum(t, tt) + torch.minimum(b, tb))
+    union = (l + r) * (t + b) + (tl + tr) * (tt + tb) - intersection
+    return intersection / union
+
+
+def point_head_losses(cls, loc, targets, sample_mask, normalizer):
+    """(cls loss, loc loss) of one point-form head (cls [B, 2, S, S] logits, loc [B, 4, S, S]
+    (l, t, r, b)) over the samples where `sample_mask` [B] is True, against point_targets:
+    the loc loss is the linear IoU loss 1 - IoU, averaged over the positive points."""
+    labels, cls, loc = _masked(sample_mask, targets.labels, cls, loc)
+    positive = labels == 1
+    # Away from the positives both boxes are replaced by a unit one: a negative point's
+    # target distances can be negative, and an IoU of such boxes may divide by zero,
+    # whose NaN would reach the gradient through the where below.
+    at_positive = positive[:, None]
+    iou = ltrb_iou(torch.where(at_positive, loc.float(), 1), torch.where(at_positive, targets.ltrb.float(), 1))
+    iou_loss = torch.where(positive, 1 - iou, 0).sum()
+    return _head_terms(F.log_softmax(cls.float(), dim=1), labels, iou_loss, positive.sum(), normalizer)
+
+
+def snlt_losses(outputs, targets, has_sentence, normalizer, cls_weight=1.0, loc_weight=1.2, losses_of_head=head_losses):
+    """(total, {name: term}) for the head outputs of SNLT.forward or NanoTrack.forward; the
+    language terms are 0 without nl_cls. losses_of_head: head_losses (anchor form, targets
+    of anchor_targets) or point_head_losses (point form, targets of point_targets)."""
     every = torch.ones_like(has_sentence)
-    terms = dict(zip(LOSS_NAMES[:2], head_losses(outputs["cls"], outputs["loc"], targets, every, normalizer)))
+    terms = dict(zip(LOSS_NAMES[:2], losses_of_head(outputs["cls"], outputs["loc"], targets, every, normalizer)))
     if "nl_cls" in outputs:
-        terms.update(zip(LOSS_NAMES[2:], head_losses(outputs["nl_cls"], outputs["nl_loc"], targets, has_sentence, normalizer)))
+        language = losses_of_head(outputs["nl_cls"], outputs["nl_loc"], targets, has_sentence, normalizer)
+        terms.update(zip(LOSS_NAMES[2:], language))
     else:
         zero = outputs["cls"].new_zeros((), dtype=torch.float32)
         terms.update(cls_nl=zero, loc_nl=zero)

@@ -3,8 +3,8 @@
 Parts (config `model.frozen` lists those that never train):
   backbone             model.backbone
   neck                 model.neck (ResNet-50 models)
-  visual_head          the RPN's visual branches and their level weights
-  language_head        the RPN's language branches (nl_*) and their level weights
+  visual_head          the RPN's visual branches and their level weights; NanoTrack's ban_head
+  language_head        the RPN's language branches (nl_*) and their level weights; NanoTrack's nl_head
   language_projection  the learned map from sentence embeddings to kernels
 The sentence encoder stays frozen (its embeddings cached per sentence) unless
 `model.train_language_encoder` is set; then it trains with the other parts.
@@ -23,7 +23,7 @@ import re
 
 import torch
 
-LANGUAGE_HEAD = re.compile(r"rpn_head\.(rpn\d+\.)?nl_")
+LANGUAGE_HEAD = re.compile(r"rpn_head\.(rpn\d+\.)?nl_|nl_head\.")
 
 
 def part_of(name):

@@ -8,6 +8,12 @@ different object (another video of any dataset, datasets mixed by weight): pysot
 semantics, where the published SNLT code kept the true target and only labelled it
 negative. Datasets are mixed by weight.
 
+With probability `lookalike_prob`, a positive pair whose video annotates look-alikes
+of the target (`Video.lookalike_boxes`, e.g. SyntheticNL's distractor scenes) centres
+its search crop on one of them, in view in the search frame, with the target still
+labelled where it is: the crop a tracker cuts after drifting to a look-alike, which
+appearance alone cannot tell from the target and the sentence can.
+
 Every draw of sample `index` comes from a generator seeded by (seed, index) alone,
 so a sample is the same whatever worker, rank or resumed run asks for it.
 """
@@ -29,6 +35,7 @@ class Pair:
     template: FrameRef
     search: FrameRef
     negative: bool
+    lookalike: int = None  # the look-alike (row of the search frame's lookalike_boxes) the search crop centres on
 
 
 def sample_rng(seed, index):
@@ -49,9 +56,10 @@ class PairSampler:
     weights        one positive weight per source: its share of the samples
     frame_ranges   one int per source: how many visible-frame positions apart template and search may be
     negative_prob  probability of a negative pair
+    lookalike_prob probability that a positive pair centres its search crop on a look-alike
     """
 
-    def __init__(self, sources, weights, frame_ranges, negative_prob, seed):
+    def __init__(self, sources, weights, frame_ranges, negative_prob, seed, lookalike_prob=0.0):
         if not sources:
             raise ValueError("sources is empty: give the sampler at least one dataset")
         if not len(sources) == len(weights) == len(frame_ranges):
@@ -64,7 +72,7 @@ class PairSampler:
         weights = np.asarray(weights, dtype=np.float64)
         self.sources, self.frame_ranges = list(sources), list(frame_ranges)
         self.probabilities = weights / weights.sum()
-        self.negative_prob, self.seed = negative_prob, seed
+        self.negative_prob, self.lookalike_prob, self.seed = negative_prob, lookalike_prob, seed
         self._visible_cache = {}
 
     def _visible(self, source, video):
@@ -99,4 +107,9 @@ class PairSampler:
         reach = self.frame_ranges[source]
         low, high = max(position - reach, 0), min(position + reach, len(visible) - 1)
         search = FrameRef(source, template.video, int(visible[rng.integers(low, high + 1)]))
+        # Drawn only when asked for, so that runs without look-alike crops keep their samples.
+        if self.lookalike_prob and rng.random() < self.lookalike_prob:
+            lookalikes = len(self.sources[source][template.video].lookalike_boxes(search.frame))
+            if lookalikes:
+                return Pair(template, search, False, int(rng.integers(lookalikes)))
         return Pair(template, search, False)
