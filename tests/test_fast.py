@@ -51,9 +51,19 @@ def test_fast_runs_snlt_models_with_finite_boxes():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the caller's model is untouched
 
 
+def test_compile_needs_the_fast_mode_and_no_cuda_graph():
+    with pytest.raises(ValueError, match="compile=True needs precision='fast'"):
+        SNLTracker(NanoTrack(2), compile=True)
+    with pytest.raises(ValueError, match="choose one"):
+        SNLTracker(NanoTrack(2), precision="fast", compile=True, cuda_graph=True)
+
+
 @pytest.mark.skipif(not (WEIGHTS.is_dir() and BIKER.is_dir()), reason="NanoTrack weights or the Biker frames absent")
-@pytest.mark.parametrize("version, profile", [(1, "opencv"), (2, "opencv"), (2, "siamtrackers"), (3, "siamtrackers")])
-def test_fast_keeps_the_exact_boxes_on_real_data(version, profile):
+@pytest.mark.parametrize(
+    "version, profile, compile",
+    [(1, "opencv", False), (2, "opencv", False), (2, "opencv", True), (2, "siamtrackers", False), (3, "siamtrackers", False)],
+)
+def test_fast_keeps_the_exact_boxes_on_real_data(version, profile, compile):
     import cv2
 
     frames = [cv2.imread(str(path)) for path in sorted((BIKER / "img").glob("*.jpg"))]
@@ -61,12 +71,40 @@ def test_fast_keeps_the_exact_boxes_on_real_data(version, profile):
     model = load_checkpoint(WEIGHTS / f"nanotrackv{version}.pth")
     boxes = {}
     for precision in ("exact", "fast"):
-        tracker = SNLTracker(model, TrackerConfig.nanotrack(version, profile=profile), precision=precision)
+        options = {"compile": compile} if precision == "fast" else {}
+        tracker = SNLTracker(model, TrackerConfig.nanotrack(version, profile=profile), precision=precision, **options)
         tracker.init(frames[0], tuple(truth[0]))
         boxes[precision] = np.array([truth[0]] + [tracker.track(frame).box for frame in frames[1:]])
     assert iou(boxes["fast"], boxes["exact"]).mean() >= 0.95
     auc = {precision: success_curve(truth, found).mean() for precision, found in boxes.items()}
     assert abs(auc["fast"] - auc["exact"]) <= 0.01, auc
+
+
+@requires_minilm
+def test_compile_happens_at_init_and_keeps_the_boxes():
+    from torch._dynamo.utils import counters
+
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+    from snlt_fast.models import load_default
+    from snlt_fast.tracker import default_config
+
+    model = load_default("cpu")
+    config = default_config(model).replace(long_term=False)
+    video = SyntheticNL(videos=1, frames=30, seed=HELD_OUT_SEED_START, kind="distractor")[0]
+    frames = list(video.frames())
+    exact, compiled = SNLTracker(model, config), SNLTracker(model, config, precision="fast", compile=True)
+    boxes = {}
+    for tracker in (exact, compiled):
+        tracker.init(frames[0], video.init_box, video.sentence)
+        graphs = counters["stats"]["unique_graphs"]
+        boxes[tracker] = np.array([video.init_box] + [tracker.track(frame).box for frame in frames[1:]])
+        assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled on a tracked frame
+    assert compiled.compile_seconds > 0 and exact.compile_seconds == 0
+    assert iou(boxes[compiled], boxes[exact]).mean() >= 0.95
+    first = compiled.compile_seconds
+    compiled.init(frames[0], video.init_box, video.sentence)
+    assert compiled.compile_seconds == first  # once per target count
 
 
 @requires_minilm

@@ -78,7 +78,7 @@ def run_command(args):
     try:
         tracker = make_tracker(
             args.tracker, weights, args.random_weights, args.device, args.arch, trusted=args.trust_weights,
-            precision=args.precision,
+            precision=args.precision, compile=args.compile,
         )  # fmt: skip
     except ValueError as error:
         raise CommandError(one_line(error)) from None

@@ -75,11 +75,16 @@ def add_parser(subparsers):
 
 
 def add_model_arguments(parser):
-    """--trust-weights, --arch and --precision, which `snlt eval run` shares."""
+    """--trust-weights, --arch, --precision and --compile, which `snlt eval run` shares."""
     parser.add_argument(
         "--precision", choices=("exact", "fast"), default="exact",
         help="exact (default): every op as its reference; fast: batch-norm folded, channels-last, and bfloat16 "
         "(CPUs with AMX / AVX-512 BF16) or float16 (GPUs), boxes to the tolerance docs/tracker.md states",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="with --precision fast: compile the search step (inductor, frozen weights) before the first frame; "
+        "seconds once, faster steps after",
     )  # fmt: skip
     parser.add_argument(
         "--trust-weights", action="store_true",
@@ -291,10 +296,14 @@ def run(args):
     long_term = args.long_term if args.long_term is not None else config.long_term and not args.random_weights
     config = config.replace(long_term=long_term)
     try:
-        tracker = SNLTracker(model, config, backend=args.backend, cuda_graph=args.cuda_graph, precision=args.precision)
+        tracker = SNLTracker(
+            model, config, backend=args.backend, cuda_graph=args.cuda_graph, precision=args.precision, compile=args.compile
+        )
         tracker.init(first, boxes, None if texts[0] is None else texts)
     except ValueError as error:
         raise CommandError(str(error)) from None
+    if args.compile:
+        print(f"compiled the search step in {tracker.compile_seconds:.1f} s", file=sys.stderr)
 
     height, width = first.shape[:2]
     with contextlib.ExitStack() as stack:

@@ -7,13 +7,18 @@ quickly, the network in reduced precision under autocast: bfloat16 on CPUs with 
 AVX-512 BF16 (checked at run time; elsewhere bfloat16 is emulated and several times
 slower, so the network stays float32), float16 on CUDA GPUs. The correlation and
 post-processing ops keep their contracts in every dtype, and the box state stays in the
-tracker's own precision. What each step gives is measured in bench/ (bench_fast.py).
+tracker's own precision. With compile=True the search side of the step (`model.track`)
+is compiled by inductor with the weights frozen into the graph (constant-folded,
+prepacked for oneDNN); the compilation runs when the tracker starts (`init`), not on a
+tracked frame. What each step gives is measured in bench/ (bench_fast.py).
 """
 
 import contextlib
+import time
 from typing import NamedTuple, Optional
 
 import torch
+import torch._inductor.config
 
 from snlt_fast.nn.fold import fold_batchnorm
 
@@ -51,10 +56,42 @@ def reduced_precision_for(device, reduced=None):
     return torch.bfloat16 if cpu_computes_bfloat16() else None
 
 
-def plan_fast(model, reduced=None):
-    """The deployment copy of `model` (the caller's model is left as it is) and its autocast dtype."""
+class CompiledSearchStep:
+    """`model.track` compiled, for search crops of the model's own size (other sizes, the
+    long-term tracker's lost-mode crops, run eagerly: compiling them too would double the
+    start-up for frames that may never come). Set as the deployment copy's `track`."""
+
+    def __init__(self, model):
+        self._eager = model.track
+        self._compiled = torch.compile(self._eager)
+        self._size = model.instance_size
+        self._compiled_batches = set()
+
+    def __call__(self, x_crop, template=None):
+        if x_crop.shape[-1] != self._size:
+            return self._eager(x_crop, template)
+        # Freezing is read when a graph is compiled, which a new batch size can cause at any call.
+        with torch._inductor.config.patch(freezing=True):
+            return self._compiled(x_crop, template)
+
+    def warm_up(self, template, batch, device, memory_format):
+        """Compile for `batch` search crops, once per batch size: the seconds it took (0 when done before)."""
+        if batch in self._compiled_batches:
+            return 0.0
+        crops = torch.zeros(batch, 3, self._size, self._size, device=device).contiguous(memory_format=memory_format)
+        start = time.perf_counter()
+        self(crops, template)
+        self._compiled_batches.add(batch)
+        return time.perf_counter() - start
+
+
+def plan_fast(model, reduced=None, compile=False):
+    """The deployment copy of `model` (the caller's model is left as it is) and its autocast
+    dtype; with compile=True the copy's `track` is a CompiledSearchStep."""
     device = next(model.parameters()).device
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    if compile:
+        fast.track = CompiledSearchStep(fast)
     return FastPlan(fast, reduced_precision_for(device, reduced))
 
 

@@ -110,16 +110,25 @@ class SNLTracker:
                 "fast": a deployment copy with batch-norm folded, channels-last, and bfloat16
                 (CPUs with AMX / AVX-512 BF16) or float16 (GPUs) autocast, whose boxes agree
                 with "exact" to the tolerance docs/tracker.md states (see snlt_fast.tracker.fast).
+    compile     with precision="fast": compile the search side of the step (inductor, frozen
+                weights) when tracking starts; `compile_seconds` says how long that took.
     """
 
-    def __init__(self, model, config=None, *, reference=False, backend=None, cuda_graph=False, precision="exact"):
+    def __init__(
+        self, model, config=None, *, reference=False, backend=None, cuda_graph=False, precision="exact", compile=False
+    ):
         if reference and backend not in (None, "reference"):
             raise ValueError(f"reference=True runs the reference backend; it cannot be combined with backend={backend!r}")
         self.precision = check_precision(precision)
+        if compile and precision != "fast":
+            raise ValueError(f"compile=True needs precision='fast' (the exact mode runs the model as given), got {precision!r}")
+        if compile and cuda_graph:
+            raise ValueError("compile=True and cuda_graph=True are two ways to run the step: choose one")
         self.config = config if config is not None else default_config(model)
         self.device = next(model.parameters()).device
+        self.compile_seconds = 0.0
         if precision == "fast":
-            plan = plan_fast(model)
+            plan = plan_fast(model, compile=compile)
             model, self._autocast = plan.model, lambda: plan.autocast(self.device)
         else:
             self._autocast = contextlib.nullcontext
@@ -162,6 +171,7 @@ class SNLTracker:
             self._frame_shape, self._frame_index = frame.shape, 0
             with torch.inference_mode():
                 self._point.init(frame, boxes, texts)
+                self._warm_up(len(boxes))
             self.has_text = texts is not None
             self._heads = ("cls", "loc", "nl_cls", "nl_loc") if self.has_text else ("cls", "loc")
             self._lost = [False] * len(boxes)
@@ -169,7 +179,24 @@ class SNLTracker:
             return
         with torch.inference_mode():
             self._init_state(frame_to_tensor(frame, self.device), boxes, texts)
+            self._warm_up(len(boxes))
         self._initialized = True
+
+    def _warm_up(self, batch):
+        """Compile the search step now, at init, rather than on the first tracked frame, in the
+        backend and autocast that the step runs in."""
+        step = self.model.track
+        if not hasattr(step, "warm_up"):
+            return
+        with contextlib.ExitStack() as contexts:
+            if self._point is not None:
+                contexts.enter_context(self._point.model_backend())
+                template = self._point.template
+            else:
+                contexts.enter_context(self._model_backend())
+                contexts.enter_context(self._autocast())
+                template = self._template
+            self.compile_seconds += step.warm_up(template, batch, self.device, torch.channels_last)
 
     def _init_state(self, frame, boxes, texts):
         self._frame_shape = tuple(frame.shape)
