@@ -52,8 +52,8 @@ class _OpenCVNano:
 
 
 class _Ours:
-    def __init__(self, model, config, precision):
-        self.tracker = SNLTracker(model, config, precision=precision)
+    def __init__(self, model, config, precision, compile=False):
+        self.tracker = SNLTracker(model, config, precision=precision, compile=compile)
 
     def init(self, frame, box, text=None):
         self.tracker.init(frame, box, text)
@@ -74,7 +74,7 @@ def _time(benchmark, tracker, frames):
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-@pytest.mark.parametrize("impl", ["baseline", "SNLTracker exact", "SNLTracker fast"])
+@pytest.mark.parametrize("impl", ["baseline", "SNLTracker exact", "SNLTracker fast", "SNLTracker fast compile"])
 def test_nanotrack_step(benchmark, biker, version, impl):
     frames, box = biker
     profile = "siamtrackers" if version == 3 else "opencv"
@@ -88,13 +88,15 @@ def test_nanotrack_step(benchmark, biker, version, impl):
         benchmark.extra_info.update(impl=baseline_name, baseline=True)
         tracker = make_baseline()
     else:
-        precision = impl.split()[-1]
-        benchmark.extra_info["impl"] = f"SNLTracker {precision} ({profile} profile)"
-        tracker = _Ours(model, TrackerConfig.nanotrack(version, profile=profile), precision)
+        precision, compile = impl.split()[1], impl.endswith("compile")
+        benchmark.extra_info["impl"] = f"{impl} ({profile} profile)"
+        tracker = _Ours(model, TrackerConfig.nanotrack(version, profile=profile), precision, compile)
         expected = _sequence_boxes(make_baseline(), frames, box)
         got = _sequence_boxes(tracker, frames, box)
         benchmark.extra_info["frames_differing_from_baseline"] = int(np.count_nonzero(np.abs(got - expected).max(axis=1) > 1e-6))
     tracker.init(frames[0], box)
+    if impl.endswith("compile"):
+        benchmark.extra_info["compile_s"] = round(tracker.tracker.compile_seconds, 1)
     _time(benchmark, tracker, frames)
 
 

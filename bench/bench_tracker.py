@@ -91,15 +91,15 @@ def _agreement(model, frames, count=10):
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
-@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker fast"])
+@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker fast", "SNLTracker fast compile"])
 def test_tracking_step_cpu(benchmark, frames, backbone, impl):
     model = _model(backbone, frames)
     if _label(benchmark, f"tracker step cpu {backbone} 1 target (Biker 640x360)", impl, "published pipeline"):
         tracker = PublishedTracker(model, CONFIG)
-    elif impl == "SNLTracker fast":
+    elif impl.startswith("SNLTracker fast"):
         # Random weights: boxes are chaotic, so fast-vs-exact agreement is measured on real
         # weights (tests/test_fast.py, bench_nanotrack.py); this row is speed only.
-        tracker = SNLTracker(model, CONFIG, precision="fast")
+        tracker = SNLTracker(model, CONFIG, precision="fast", compile=impl.endswith("compile"))
     else:
         identical, drift = _agreement(model, frames)
         assert identical, "SNLTracker and the published pipeline disagree on the same crops"

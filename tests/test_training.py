@@ -184,6 +184,35 @@ def test_unaugmented_crop_centres_the_target_at_the_template_scale():
     assert np.array_equal(crop[:, :, 0], crop[:, :, 2])  # grey
 
 
+def test_lookalike_crops_centre_on_a_look_alike_and_label_the_target_where_it_is():
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.training.data import PairDataset
+
+    scenes = SyntheticNL(videos=4, frames=30, seed=5, kind="distractor")
+    config = load_config("synthetic-tiny", ["data.lookalike_prob=1.0", "data.negative_prob=0.0"])["data"]
+    config["datasets"] = config["datasets"][:1]
+    dataset = PairDataset([scenes], config, seed=3)
+    plain = PairSampler([scenes], [1.0], [10], 0.0, seed=3)
+    centred = 0
+    for index in range(12):
+        pair = dataset.sampler.pair(sample_rng(3, index))
+        # Without look-alike crops the draws, and so the samples, are those of a run without the option.
+        assert plain.pair(sample_rng(3, index)).lookalike is None
+        if pair.lookalike is None:
+            continue
+        centred += 1
+        video, frame = scenes[pair.search.video], pair.search.frame
+        lookalike = video.lookalike_boxes(frame)[pair.lookalike]
+        sample = dataset[index]
+        cx, cy, w, h = sample["box"].numpy()
+        scale = np.array([w, h]) / video.boxes[frame][2:]  # per axis: the scale augmentation stretches each
+        # The target sits where it is relative to the look-alike, up to the search shift (64 px).
+        offset = (np.array(box_center_size(video.boxes[frame])[:2]) - box_center_size(lookalike)[:2]) * scale
+        assert np.abs(np.array([cx, cy]) - offset).max() <= config["search"]["shift"] + 1e-6
+    assert centred >= 6
+    assert len(SyntheticNL(videos=1, frames=5, seed=5, kind="plain")[0].lookalike_boxes(0)) == 0
+
+
 # --------------------------------------------------------------------------- losses
 
 
