@@ -130,3 +130,24 @@ def test_fast_keeps_the_default_models_boxes_on_held_out_scenes():
         assert iou(boxes["fast"], boxes["exact"]).mean() >= 0.95, video.name
         auc = {p: success_curve(video.boxes, b, video.absent).mean() for p, b in boxes.items()}
         assert abs(auc["fast"] - auc["exact"]) <= 0.01, (video.name, auc)
+
+
+def test_compiled_steps_of_two_models_keep_their_own_weights():
+    # Compiled graphs are cached per function, and freezing bakes the weights in: the
+    # guards must tell two deployment copies apart (as they do, on the parameters).
+    torch.manual_seed(0)
+    first = NanoTrack(2).eval()
+    second = NanoTrack(2).eval()
+    with torch.no_grad():
+        for parameter in second.ban_head.parameters():
+            parameter.mul_(0.5)
+    template = torch.rand(1, 3, 127, 127) * 255
+    search = torch.rand(1, 3, 255, 255) * 255
+    with torch.inference_mode():
+        for model in (first, second):
+            fast = plan_fast(model, compile=True).model
+            state = fast.template(template.contiguous(memory_format=torch.channels_last))
+            fast.track.warm_up(state, 1, torch.device("cpu"), torch.channels_last)
+            got = fast.track(search.contiguous(memory_format=torch.channels_last), state)["cls"]
+            expected = model.track(search, model.template(template))["cls"]
+            torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
