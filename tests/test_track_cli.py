@@ -245,3 +245,13 @@ def test_other_user_errors(folder, tmp_path, capsys):
     targets.write_text(json.dumps([{"box": [1, 2, 3, 4], "text": "a"}, {"box": [5, 6, 7, 8]}]))
     _fails_with(capsys, "every target or for none", folder, "--targets", targets, "--random-weights")
     _fails_with(capsys, "does not exist", folder, "--box", BOX, "--random-weights", "--boxes", tmp_path / "no" / "b.txt")
+
+
+def test_compile_goes_with_the_fast_mode(folder, tmp_path, capsys):
+    untrained = (folder, "--box", BOX, "--random-weights", "--arch", "siamrpn_alex")
+    _fails_with(capsys, "--compile needs --precision fast", *untrained, "--compile")
+    status = _track(*untrained, "--precision", "fast", "--compile", "--boxes", tmp_path / "boxes.txt")
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "compiled the search step in " in captured.err
+    assert len((tmp_path / "boxes.txt").read_text().splitlines()) == 5

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snlt_fast.datasets import DATASET_NAMES, AnnotationError, open_dataset
 from snlt_fast._files import write_text_atomic
-from snlt_fast.tracker.cli import add_model_arguments
+from snlt_fast.tracker.cli import add_model_arguments, check_model_arguments
 
 # Errors that mean the user's files or arguments are wrong, reported as one line.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, AnnotationError, KeyError, ValueError)
@@ -68,6 +68,7 @@ def run_command(args):
     from snlt_fast.evaluation.runner import TrackerOutputError, parse_shard, run_tracker
     from snlt_fast.evaluation.trackers import make_tracker, tracker_label
 
+    check_model_arguments(args)
     try:
         shard = parse_shard(args.shard)
     except ValueError as error:

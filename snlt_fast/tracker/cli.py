@@ -97,6 +97,11 @@ def add_model_arguments(parser):
     )  # fmt: skip
 
 
+def check_model_arguments(args):
+    if args.compile and args.precision != "fast":
+        raise CommandError("--compile needs --precision fast (the exact mode runs the model as given)")
+
+
 # --------------------------------------------------------------------------- arguments
 
 
@@ -263,6 +268,7 @@ def run(args):
     for output in (args.boxes, args.out):
         if output is not None and not output.parent.is_dir():
             raise CommandError(f"cannot write {output}: folder {output.parent} does not exist")
+    check_model_arguments(args)
     device = _device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise CommandError("--cuda-graph needs --device cuda")
