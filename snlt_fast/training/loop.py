@@ -15,7 +15,6 @@ import contextlib
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from snlt_fast._files import write_text_atomic
