@@ -117,12 +117,18 @@ def time_implementation(benchmark, group, implementation, device):
     benchmark(synchronized(fn, device))
 
 
-TRACK_PARAMS = [
-    pytest.param(device, case, impl_index, id=f"{device}-{case[0]}-{impl_index}")
-    for device in DEVICES
-    for case in CASES
-    for impl_index in range(2 + len(fast_backends(device)) + (device in fast_backends(device)))
-]
+def track_params(cases, case_id):
+    """(device, case, implementation index) for each row the track_implementations of both forms
+    give: `implementations`' rows, and the native op alone where this device's is built."""
+    return [
+        pytest.param(device, case, impl_index, id=f"{device}-{case_id(case)}-{impl_index}")
+        for device in DEVICES
+        for case in cases
+        for impl_index in range(2 + len(fast_backends(device)) + (device in fast_backends(device)))
+    ]
+
+
+TRACK_PARAMS = track_params(CASES, lambda case: case[0])
 
 
 @pytest.mark.parametrize("device, case, impl_index", TRACK_PARAMS)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import snlt_fast
-from bench.bench_postprocess import DEVICES, fast_backends, host_arrays, implementations, time_implementation
+from bench.bench_postprocess import fast_backends, host_arrays, implementations, time_implementation, track_params
 from bench.bench_postprocess import tracker_heap  # noqa: F401  (an autouse fixture)
 from snlt_fast.baselines.numpy_postprocess_points import track_postprocess_points_numpy
 
@@ -63,12 +63,7 @@ def track_implementations(device, size, batch, nl):
     return impls
 
 
-TRACK_PARAMS = [
-    pytest.param(device, case, impl_index, id=f"{device}-S{case[0]}-B{case[1]}-{'nl' if case[2] else 'visual'}-{impl_index}")
-    for device in DEVICES
-    for case in CASES
-    for impl_index in range(2 + len(fast_backends(device)) + (device in fast_backends(device)))
-]
+TRACK_PARAMS = track_params(CASES, lambda case: f"S{case[0]}-B{case[1]}-{'nl' if case[2] else 'visual'}")
 
 
 @pytest.mark.parametrize("device, case, impl_index", TRACK_PARAMS)

@@ -147,7 +147,7 @@ def test_compiled_steps_of_two_models_keep_their_own_weights():
         for model in (first, second):
             fast = plan_fast(model, compile=True).model
             state = fast.template(template.contiguous(memory_format=torch.channels_last))
-            fast.track.warm_up(state, 1, torch.device("cpu"), torch.channels_last)
+            fast.track.warm_up(state, 1)
             got = fast.track(search.contiguous(memory_format=torch.channels_last), state)["cls"]
             expected = model.track(search, model.template(template))["cls"]
             torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())

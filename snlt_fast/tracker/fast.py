@@ -59,12 +59,14 @@ def reduced_precision_for(device, reduced=None):
 class CompiledSearchStep:
     """`model.track` compiled, for search crops of the model's own size (other sizes, the
     long-term tracker's lost-mode crops, run eagerly: compiling them too would double the
-    start-up for frames that may never come). Set as the deployment copy's `track`."""
+    start-up for frames that may never come). Set as the deployment copy's `track`, whose
+    crops are channels-last."""
 
     def __init__(self, model):
         self._eager = model.track
         self._compiled = torch.compile(self._eager)
         self._size = model.instance_size
+        self._device = next(model.parameters()).device
         self._compiled_batches = set()
 
     def __call__(self, x_crop, template=None):
@@ -74,11 +76,12 @@ class CompiledSearchStep:
         with torch._inductor.config.patch(freezing=True):
             return self._compiled(x_crop, template)
 
-    def warm_up(self, template, batch, device, memory_format):
+    def warm_up(self, template, batch):
         """Compile for `batch` search crops, once per batch size: the seconds it took (0 when done before)."""
         if batch in self._compiled_batches:
             return 0.0
-        crops = torch.zeros(batch, 3, self._size, self._size, device=device).contiguous(memory_format=memory_format)
+        crops = torch.zeros(batch, 3, self._size, self._size, device=self._device)
+        crops = crops.contiguous(memory_format=torch.channels_last)
         start = time.perf_counter()
         self(crops, template)
         self._compiled_batches.add(batch)

@@ -115,12 +115,12 @@ class PointTracker:
         sides = self._side(self._sizes)
         sides = np.trunc(sides) if self.opencv else np.round(sides)
         crops = self._crops(frame, sides, self.model.exemplar_size)
-        with self.model_backend():
+        with self._model_backend():
             self.template = self.model.template(crops, texts)
         self.has_text = texts is not None
 
     @contextlib.contextmanager
-    def model_backend(self):
+    def _model_backend(self):
         # Switching backends walks every module: only when one was asked for.
         backend = self.model.using_backend(self.backend) if self.backend is not None else contextlib.nullcontext()
         with backend, self._autocast():
@@ -135,7 +135,7 @@ class PointTracker:
         search = side * ratio
         search = np.trunc(search) if self.opencv else np.round(search)
         crops = self._crops(frame, search, model.instance_size)
-        with self.model_backend():
+        with self._model_backend():
             heads = model.track(crops, self.template)
         tensor_dtype = self._points.dtype
         target_size = torch.as_tensor(self._sizes * scale[:, None], device=self.device)

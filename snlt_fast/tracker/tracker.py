@@ -188,15 +188,9 @@ class SNLTracker:
         step = self.model.track
         if not hasattr(step, "warm_up"):
             return
-        with contextlib.ExitStack() as contexts:
-            if self._point is not None:
-                contexts.enter_context(self._point.model_backend())
-                template = self._point.template
-            else:
-                contexts.enter_context(self._model_backend())
-                contexts.enter_context(self._autocast())
-                template = self._template
-            self.compile_seconds += step.warm_up(template, batch, self.device, torch.channels_last)
+        template = self._point.template if self._point is not None else self._template
+        with self._model_backend(), self._autocast():
+            self.compile_seconds += step.warm_up(template, batch)
 
     def _init_state(self, frame, boxes, texts):
         self._frame_shape = tuple(frame.shape)
