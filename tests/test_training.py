@@ -54,6 +54,7 @@ def test_bundled_configs_load_with_their_recipes():
         (["data.datasets.3.root=x"], "data.datasets.3 is not an entry"),
         (["train"], "expected key=value"),
         (["data.negative_prob=1.5"], "data.negative_prob must be a probability"),
+        (["data.lookalike_prob=-0.1"], "data.lookalike_prob must be a probability"),
         (["data.datasets=[{name: lasot, colour: red}]"], "unknown config key data.datasets.0.colour"),
     ],
 )
