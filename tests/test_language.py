@@ -1,5 +1,9 @@
 """snlt_fast.language: word-vector, Hugging Face and default MiniLM encoders, the cache, the kernel mapping."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,3 +198,13 @@ def test_minilm_kernels_on_real_sentences(minilm, shared_data):
     assert [tuple(k.shape) for k in levels] == [(len(sentences) + 3, 256)] * 3
     assert len(minilm._cache) == len(set(sentences))
     assert all(torch.isfinite(k).all() for k in levels)
+
+
+def test_transformers_imports_from_the_source_tree():
+    # Run in the source tree (`python -m snlt_fast demo`), its top-level kernels/ (installed as
+    # snlt_fast.kernels) comes before site-packages: a transformers that imports PyPI's
+    # `kernels` would get ours (requirements.txt pins one that does not).
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", "import transformers.models.bert.modeling_bert"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
