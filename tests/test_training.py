@@ -198,12 +198,13 @@ def test_lookalike_crops_centre_on_a_look_alike_and_label_the_target_where_it_is
     for index in range(12):
         pair = dataset.sampler.pair(sample_rng(3, index))
         # Without look-alike crops the draws, and so the samples, are those of a run without the option.
-        assert plain.pair(sample_rng(3, index)).lookalike is None
-        if pair.lookalike is None:
+        assert plain.pair(sample_rng(3, index)).lookalike_box is None
+        if pair.lookalike_box is None:
             continue
         centred += 1
         video, frame = scenes[pair.search.video], pair.search.frame
-        lookalike = video.lookalike_boxes(frame)[pair.lookalike]
+        lookalike = pair.lookalike_box
+        assert any(np.array_equal(lookalike, box) for box in video.lookalike_boxes(frame))
         sample = dataset[index]
         cx, cy, w, h = sample["box"].numpy()
         scale = np.array([w, h]) / video.boxes[frame][2:]  # per axis: the scale augmentation stretches each

@@ -58,12 +58,9 @@ class PairDataset(torch.utils.data.Dataset):
         pair = self.sampler.pair(rng)
         gray = bool(rng.random() < self.gray_prob)
         crops = []
-        search_window = None
-        if pair.lookalike is not None:
-            search_window = self._video(pair.search).lookalike_boxes(pair.search.frame)[pair.lookalike]
         for ref, size, augmentation, window in (
             (pair.template, self.exemplar_size, self.template_augmentation, None),
-            (pair.search, self.search_size, self.search_augmentation, search_window),
+            (pair.search, self.search_size, self.search_augmentation, pair.lookalike_box),
         ):
             video = self._video(ref)
             crop, target = augmented_crop(

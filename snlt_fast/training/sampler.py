@@ -35,7 +35,7 @@ class Pair:
     template: FrameRef
     search: FrameRef
     negative: bool
-    lookalike: int = None  # the look-alike (row of the search frame's lookalike_boxes) the search crop centres on
+    lookalike_box: tuple = None  # the look-alike's box (x, y, w, h) in the search frame the search crop centres on
 
 
 def sample_rng(seed, index):
@@ -109,7 +109,7 @@ class PairSampler:
         search = FrameRef(source, template.video, int(visible[rng.integers(low, high + 1)]))
         # Drawn only when asked for, so that runs without look-alike crops keep their samples.
         if self.lookalike_prob and rng.random() < self.lookalike_prob:
-            lookalikes = len(self.sources[source][template.video].lookalike_boxes(search.frame))
-            if lookalikes:
-                return Pair(template, search, False, int(rng.integers(lookalikes)))
+            lookalikes = self.sources[source][template.video].lookalike_boxes(search.frame)
+            if len(lookalikes):
+                return Pair(template, search, False, tuple(lookalikes[rng.integers(len(lookalikes))].tolist()))
         return Pair(template, search, False)
