@@ -1,10 +1,11 @@
 // snlt_fast._C: loading it runs the TORCH_LIBRARY registrations of every op in csrc/
 // (reached through torch.ops.snlt_fast_C, with fake kernels and autograd in Python), and
 // it binds the post-processing ops directly for eager calls (see postprocess_ops.h and
-// postprocess_points/points_ops.h).
+// postprocess_points/points_ops.h), and the fused network's interpreter (fused_net_ops.h).
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include "fused_net/fused_net_ops.h"
 #include "postprocess/postprocess_ops.h"
 #include "postprocess_points/points_ops.h"
 
@@ -22,4 +23,7 @@ PYBIND11_MODULE(_C, module) {
              arg("cls_vis"), arg("cls_nl"), arg("loc_vis"), arg("loc_nl"), arg("points"), arg("window"),
              arg("target_size"), arg("alpha"), arg("penalty_k"), arg("window_influence"), arg("lr"), arg("center"),
              arg("lr_from_pscore"));
+  module.def("fused_net_run", torch::wrap_pybind_function_no_gil(&snlt_fast::fused_net::run_program), arg("input"),
+             arg("weights"), arg("program"), arg("kernels"), arg("outputs"), arg("workspace"));
+  module.attr("FUSED_NET_PROGRAM_COLUMNS") = snlt_fast::fused_net::kProgramColumns;
 }

@@ -31,7 +31,7 @@ def _load_extension():
         torch._C._dispatch_has_kernel_for_dispatch_key("snlt_fast_C::xcorr_pixelwise_forward", "CPU")
     except RuntimeError:  # an op is not registered
         has_cuda = None
-    if has_cuda is None or not all(hasattr(module, name) for name in ("postprocess_track", "postprocess_track_points")):
+    if has_cuda is None or not all(hasattr(module, name) for name in ("postprocess_track", "postprocess_track_points", "fused_net_run")):
         return None, "snlt_fast._C is out of date (it lacks ops of this version); rebuild it with `make build`", False
     return module, None, has_cuda
 

@@ -169,6 +169,8 @@ class PixelwiseBranch(nn.Module, Correlating):
 class DepthwiseBranch(nn.Module, Correlating):
     """V3: depth-wise correlation of the template's centre 4x4 with the search, padded by 1 (16x16 -> 15x15)."""
 
+    padding = 1
+
     def __init__(self, channels):
         super().__init__()
         self.conv_kernel = _conv_bn(channels, channels)
@@ -178,7 +180,7 @@ class DepthwiseBranch(nn.Module, Correlating):
         return self.conv_kernel(z[:, :, 2:6, 2:6])
 
     def forward(self, kernel, x):
-        return depthwise_correlate(self.conv_search(x), kernel, 1, self.backend)
+        return depthwise_correlate(self.conv_search(x), kernel, self.padding, self.backend)
 
 
 def _separable_tower(inp, oup, kernels, bn_after_depthwise):
@@ -242,20 +244,35 @@ class BANHead(nn.Module):
         """The template side of every branch, computed once per target."""
         return {name: branch.kernel(z) for name, branch in self.branches()}
 
+    def paths(self):
+        """The cls and the loc path, each (the branches whose outputs are concatenated along
+        channels, the layers then applied in turn); loc's ends before the exp."""
+        if self.version == 1:
+            return (("corr_pw",), (self.cls_tower, self.cls_logits)), (("corr_pw",), (self.bbox_tower, self.bbox_pred))
+        if self.version == 2:
+            return (
+                (("corr_pw_cls",), (self.cls_pw_tower, self.cls_pred)),
+                (("corr_pw_reg",), (self.bbox_pw_tower, self.bbox_pred)),
+            )
+        return (
+            (("corr_pw_cls", "corr_dw_cls"), (self.down_cls, self.cls_tower, self.cls_logits)),
+            (("corr_pw_reg", "corr_dw_reg"), (self.down_reg, self.bbox_tower, self.bbox_pred)),
+        )
+
     def forward(self, kernels, x):
         """(cls, loc) for search features x against the kernels of `kernels(z)`."""
-        if self.version == 1:
-            features = self.corr_pw(kernels["corr_pw"], x)
-            cls = self.cls_logits(self.cls_tower(features))
-            loc = self.bbox_pred(self.bbox_tower(features))
-        elif self.version == 2:
-            cls = self.cls_pred(self.cls_pw_tower(self.corr_pw_cls(kernels["corr_pw_cls"], x)))
-            loc = self.bbox_pred(self.bbox_pw_tower(self.corr_pw_reg(kernels["corr_pw_reg"], x)))
-        else:
-            cls_features = torch.cat((self.corr_pw_cls(kernels["corr_pw_cls"], x), self.corr_dw_cls(kernels["corr_dw_cls"], x)), 1)
-            loc_features = torch.cat((self.corr_pw_reg(kernels["corr_pw_reg"], x), self.corr_dw_reg(kernels["corr_dw_reg"], x)), 1)
-            cls = self.cls_logits(self.cls_tower(self.down_cls(cls_features)))
-            loc = self.bbox_pred(self.bbox_tower(self.down_reg(loc_features)))
+        correlated = {}  # V1's two paths share their branch
+        outputs = []
+        for branch_names, layers in self.paths():
+            for name in branch_names:
+                if name not in correlated:
+                    correlated[name] = getattr(self, name)(kernels[name], x)
+            parts = [correlated[name] for name in branch_names]
+            features = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            for layer in layers:
+                features = layer(features)
+            outputs.append(features)
+        cls, loc = outputs
         return cls, torch.exp(loc)
 
 
@@ -369,15 +386,20 @@ class NanoTrack(nn.Module):
         self._template = NanoTemplate(kernels, language)
         return self._template
 
-    @torch.no_grad()
-    def track(self, x_crop, template=None):
-        """{"cls": [B, 2, S, S], "loc": [B, 4, S, S]} (+ "nl_cls", "nl_loc" with a sentence) for B search crops."""
+    def search_state(self, x_crop, template):
+        """The template to track x_crop against (`template`, else the cached one), x_crop checked."""
         state = template if template is not None else self._template
         if state is None:
             raise RuntimeError("track() needs a template: call template(z_crop, text) first")
         self._check_crop(x_crop, "x_crop", self.instance_size)
         if state.batch not in (1, x_crop.shape[0]):
             raise ValueError(f"x_crop holds {x_crop.shape[0]} search crops but the template holds {state.batch} targets")
+        return state
+
+    @torch.no_grad()
+    def track(self, x_crop, template=None):
+        """{"cls": [B, 2, S, S], "loc": [B, 4, S, S]} (+ "nl_cls", "nl_loc" with a sentence) for B search crops."""
+        state = self.search_state(x_crop, template)
         features = self.backbone(x_crop)
         cls, loc = self.ban_head(state.kernels, features)
         heads = {"cls": cls, "loc": loc}

@@ -7,7 +7,9 @@ quickly, the network in reduced precision under autocast: bfloat16 on CPUs with 
 AVX-512 BF16 (checked at run time; elsewhere bfloat16 is emulated and several times
 slower, so the network stays float32), float16 on CUDA GPUs. The correlation and
 post-processing ops keep their contracts in every dtype, and the box state stays in the
-tracker's own precision. With compile=True the search side of the step (`model.track`)
+tracker's own precision. NanoTrack models on a CPU run their search side (`model.track`)
+as one call of the fused network (snlt_fast.models.fused_net), float32, whose layers cost
+less than the module calls around them would. With compile=True the search side instead
 is compiled by inductor with the weights frozen into the graph (constant-folded,
 prepacked for oneDNN); the compilation runs when the tracker starts (`init`), not on a
 tracked frame. What each step gives is measured in bench/ (bench_fast.py).
@@ -20,6 +22,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch._inductor.config
 
+from snlt_fast.models import fused_net
 from snlt_fast.nn.fold import fold_batchnorm
 
 PRECISIONS = ("exact", "fast")
@@ -90,12 +93,16 @@ class CompiledSearchStep:
 
 def plan_fast(model, reduced=None, compile=False):
     """The deployment copy of `model` (the caller's model is left as it is) and its autocast
-    dtype; with compile=True the copy's `track` is a CompiledSearchStep."""
+    dtype. With compile=True the copy's `track` is a CompiledSearchStep; else, for a
+    NanoTrack in float32 on the CPU, the fused network (snlt_fast.models.fused_net)."""
     device = next(model.parameters()).device
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    autocast_dtype = reduced_precision_for(device, reduced)
     if compile:
         fast.track = CompiledSearchStep(fast)
-    return FastPlan(fast, reduced_precision_for(device, reduced))
+    elif autocast_dtype is None and fused_net.supports(fast):
+        fast.track = fused_net.FusedSearchStep(fast)
+    return FastPlan(fast, autocast_dtype)
 
 
 def check_precision(precision):
