@@ -106,7 +106,7 @@ def test_layers_match_pytorch_on_odd_shapes(layers, channels):
     )
     with torch.no_grad():
         expected = sequence(x)
-    torch.testing.assert_close(got.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_residual_block_matches_pytorch():
@@ -122,7 +122,7 @@ def test_residual_block_matches_pytorch():
     )
     with torch.no_grad():
         expected = block(x)
-    torch.testing.assert_close(got.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------- errors

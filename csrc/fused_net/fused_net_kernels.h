@@ -41,8 +41,8 @@ void depthwise(const ConstMap& in, const float* weight, int64_t weight_batch_str
 void bias_activation(const Map& x, const float* bias, Activation act, const float* residual);
 
 // Squeeze-excite and channel attention in place: per sample, m = mean of x over the pixels,
-// g = gate(w2 relu(w1 m + b1) + b2) with w1 [hidden, C], w2 [C, hidden], then
-// x = post(x * g[c]).
+// g = gate(relu(m w1 + b1) w2 + b2) with w1 [C, hidden], w2 [hidden, C] (the layers'
+// weights transposed), then x = post(x * g[c]).
 void excite(const Map& x, const float* w1, const float* b1, int64_t hidden, const float* w2, const float* b2,
             Activation gate, Activation post);
 

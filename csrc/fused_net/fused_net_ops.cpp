@@ -80,9 +80,9 @@ class Interpreter {
       }
       case kExcite: {
         const int64_t channels = src.size(3);
-        const at::Tensor& w1 = weight_of(in.weight, {-1, channels});
-        const int64_t hidden = w1.size(0);
-        const at::Tensor& w2 = weight_of(in.weight + 2, {channels, hidden});
+        const at::Tensor& w1 = weight_of(in.weight, {channels, -1});
+        const int64_t hidden = w1.size(1);
+        const at::Tensor& w2 = weight_of(in.weight + 2, {hidden, channels});
         excite(map_of(src), w1.data_ptr<float>(), bias_of(in.weight + 1, hidden, true), hidden,
                w2.data_ptr<float>(), bias_of(in.weight + 3, channels, true), act, activation(in.extra));
         slots[in.dst] = src;
@@ -238,8 +238,8 @@ std::vector<at::Tensor> run_program(const at::Tensor& input, const std::vector<a
   for (int64_t slot : outputs) {
     TORCH_CHECK_VALUE(slot >= 0 && slot < slot_count && slots[slot].defined(), "fused_net: output slot ", slot,
                       " was never written");
-    // The workspace is the next call's: outputs are the caller's own.
-    results.push_back(slots[slot].clone());
+    // The workspace is the next call's: outputs are the caller's own, laid out [B, C, H, W].
+    results.push_back(slots[slot].permute({0, 3, 1, 2}).contiguous());
   }
   slots.clear();
   if (interpreter.used() > workspace.numel()) {

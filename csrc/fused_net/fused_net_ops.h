@@ -10,8 +10,8 @@
 //   kPointwise       1x1 convolution, weight [Cin, Cout]; extra: a slot added after the
 //                    activation (a residual), or -1
 //   kDepthwise       weight [k, k, C], the bias optional
-//   kExcite          in place on src: weights weight .. weight+3 are w1 [hidden, C], b1,
-//                    w2 [C, hidden], b2; act is the gate, extra the activation after it
+//   kExcite          in place on src: weights weight .. weight+3 are w1 [C, hidden], b1,
+//                    w2 [hidden, C], b2; act is the gate, extra the activation after it
 //   kCorrPixelwise   kernels[weight] [B or 1, C, taps] -> taps channels
 //   kCorrDepthwise   kernels[weight] [B or 1, k, k, C], padding pad
 //   kConcat          [src | extra] along channels
@@ -28,7 +28,7 @@ namespace snlt_fast::fused_net {
 enum Op : int64_t { kConv, kPointwise, kDepthwise, kExcite, kCorrPixelwise, kCorrDepthwise, kConcat, kExp };
 constexpr int64_t kProgramColumns = 10;
 
-// input [B, H, W, 3] float32; returns the maps of the slots in `outputs`, [B, H, W, C] each.
+// input [B, H, W, 3] float32; returns the maps of the slots in `outputs`, [B, C, H, W] each.
 // The maps between live in `workspace` (1-D float32) while it has room, and a run that
 // finds it too small grows it for the next: kept from call to call, the memory stays
 // mapped (fresh pages for every map would cost the kernel more page faults a frame than

@@ -82,10 +82,11 @@ class Program:
         row[field] = ACTIVATIONS[type(activation)]
 
     def excite(self, src, fc1, fc2, gate):
-        """In place on src: x * gate(fc2 relu(fc1 mean(x))), fc1 and fc2 (Linear or 1x1 Conv2d) as matrices."""
-        first = self._weight(fc1.weight.reshape(fc1.weight.shape[0], -1))
+        """In place on src: x * gate(fc2 relu(fc1 mean(x))), fc1 and fc2 (Linear or 1x1 Conv2d) as
+        [inputs, outputs] matrices."""
+        first = self._weight(fc1.weight.reshape(fc1.weight.shape[0], -1).t())
         self._weight(fc1.bias)
-        self._weight(fc2.weight.reshape(fc2.weight.shape[0], -1))
+        self._weight(fc2.weight.reshape(fc2.weight.shape[0], -1).t())
         self._weight(fc2.bias)
         return self.emit("excite", src, dst=src, weight=first, act=ACTIVATIONS[gate], extra=0)
 
@@ -160,8 +161,7 @@ def _kernel_layout(kernel, branch):
 
 class FusedSearchStep:
     """`model.track` of a batch-norm-folded float32 NanoTrack on the CPU, as the fused network:
-    the same checks and outputs ({"cls", "loc"}, and "nl_cls", "nl_loc" with a sentence), maps
-    in channels-last layout. Set as the deployment copy's `track`. While the model runs on a
+    the same checks and outputs ({"cls", "loc"}, and "nl_cls", "nl_loc" with a sentence). Set as the deployment copy's `track`. While the model runs on a
     backend other than the C++ one (`using_backend("reference")`, for checking), calls run
     the model itself."""
 
@@ -203,8 +203,7 @@ class FusedSearchStep:
         search = x_crop.permute(0, 2, 3, 1).contiguous()
         kernels = self._kernels_of(state, with_language)
         maps = native_module().fused_net_run(search, program.weights, rows, kernels, outputs, self._workspace)
-        names = ("cls", "loc", "nl_cls", "nl_loc")
-        return {name: value.permute(0, 3, 1, 2) for name, value in zip(names, maps)}
+        return dict(zip(("cls", "loc", "nl_cls", "nl_loc"), maps))
 
 
 def supports(model):

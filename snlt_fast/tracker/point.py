@@ -56,7 +56,8 @@ class PointTracker:
         self._autocast = autocast
         self.opencv = config.profile == "opencv"
         self.dtype = np.float32 if self.opencv else np.float64
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device, self._model_dtype = parameter.device, parameter.dtype
         score_size = model.score_size
         tensor_dtype = torch.float32 if self.opencv else torch.float64
         points = nanotrack_points(score_size, model.stride, self.opencv, model.exemplar_size)
@@ -88,13 +89,14 @@ class PointTracker:
         # OpenCV pads with the current frame's mean (rounded by copyMakeBorder), the published
         # tracker with the first frame's.
         fill = cv2.mean(frame)[:3] if self.opencv else self._fill
-        patches = np.stack([self._crop(frame, c, int(side), out_size, fill) for c, side in zip(self._centers, sides)])
+        patches = [self._crop(frame, c, int(side), out_size, fill) for c, side in zip(self._centers, sides)]
         if self.opencv:
-            patches = patches[..., ::-1]  # OpenCV's blobFromImage(swapRB=true)
-        batch = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device, non_blocking=True)
+            # OpenCV's blobFromImage(swapRB=true); cvtColor swaps channels ten times faster than numpy's [..., ::-1] copy.
+            patches = [cv2.cvtColor(patch, cv2.COLOR_BGR2RGB) for patch in patches]
+        batch = torch.from_numpy(np.stack(patches)).to(self.device, non_blocking=True)
         # The host crops' own layout (channels last) in both modes: PyTorch's CPU convolutions
         # take it several times faster than a contiguous NCHW copy of it.
-        return batch.permute(0, 3, 1, 2).to(next(self.model.parameters()).dtype)
+        return batch.permute(0, 3, 1, 2).to(self._model_dtype)
 
     def _side(self, sizes):
         """sqrt((w + c(w+h)) (h + c(w+h))) per target, in the profile's precision."""
