@@ -4,7 +4,8 @@ one step of the mode at a time, against the exact step (the baseline), at batch 
 Rows: exact (the model as given); batch-norm folded; folded + channels-last weights and
 crops; + bfloat16 autocast (AMX / AVX-512 BF16 CPUs compute it; elsewhere oneDNN emulates
 it, and the row shows what that costs); + torch.compile (inductor, frozen weights; the
-compile time is recorded as extra_info). The tracker's "fast" keeps the steps that are
+compile time is recorded as extra_info); for NanoTrack, the fused network instead
+(snlt_fast.models.fused_net: one C++ call for the whole step). The tracker's "fast" keeps the steps that are
 faster on the machine it runs on (snlt_fast.tracker.fast); bench_tracker.py and
 bench_nanotrack.py time the whole per-frame step.
 """
@@ -18,12 +19,20 @@ from bench._skips import skip_without_minilm
 from bench._timing import synchronized
 
 from snlt_fast.models import NanoTrack, build_model
+from snlt_fast.models.fused_net import FusedSearchStep
 from snlt_fast.nn import fold_batchnorm
 from snlt_fast.tracker.fast import cpu_computes_bfloat16
 
 SENTENCE = "man riding a motorbike wearing a white helmet"
 NETWORKS = {"alexnet": ("snlt_alex", 287), "resnet50": ("snlt_r50", 255), "nanotrack_v2": (None, 255)}
-STEPS = ("exact", "folded", "folded + channels-last", "folded + channels-last + bf16", "folded + channels-last + compile")
+STEPS = (
+    "exact",
+    "folded",
+    "folded + channels-last",
+    "folded + channels-last + bf16",
+    "folded + channels-last + compile",
+    "folded + channels-last + fused network",
+)
 ROUNDS = {"alexnet": 10, "resnet50": 4, "nanotrack_v2": 60}
 _MODELS = {}
 
@@ -54,8 +63,10 @@ def _crops(model, instance_size, memory_format):
 @pytest.mark.parametrize("network", list(NETWORKS))
 @pytest.mark.parametrize("step", STEPS)
 def test_fast_mode_steps(benchmark, network, step):
+    arch, instance_size = NETWORKS[network]
+    if "fused network" in step and arch is not None:
+        pytest.skip("the fused network runs NanoTrack models")
     model = _model(network)
-    _, instance_size = NETWORKS[network]
     benchmark.group = f"fast mode steps: {network} track B=1 cpu (the exact step is the baseline)"
     benchmark.extra_info["impl"] = step
     if step == "exact":
@@ -69,7 +80,8 @@ def test_fast_mode_steps(benchmark, network, step):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in step)
     with torch.no_grad(), autocast:
         state = variant.template(template, text)
-        run = lambda: variant.track(search, state)  # noqa: E731
+        track = FusedSearchStep(variant) if "fused network" in step else variant.track
+        run = lambda: track(search, state)  # noqa: E731
         if "compile" in step:
             import torch._inductor.config as inductor_config
 

@@ -100,20 +100,21 @@ def test_nanotrack_step(benchmark, biker, version, impl):
     _time(benchmark, tracker, frames)
 
 
+@pytest.mark.parametrize("precision", ["exact", "fast"])
 @pytest.mark.parametrize("impl", ["visual head only", "with the language head"])
-def test_language_head_overhead(benchmark, biker, impl):
+def test_language_head_overhead(benchmark, biker, impl, precision):
     frames, box = biker
     skip_without_minilm()
     model = load_checkpoint(WEIGHTS / "nanotrackv2.pth", language="minilm")
     assert isinstance(model, NanoTrack) and model.has_language
-    benchmark.group = "NanoTrack V2 per-frame step cpu: SNLT's language head (paper: 5-10% overhead)"
+    benchmark.group = f"NanoTrack V2 per-frame step cpu, {precision}: SNLT's language head (paper: 5-10% overhead)"
     benchmark.extra_info["impl"] = impl
     text = None
     if impl == "visual head only":
         benchmark.extra_info["baseline"] = True
     else:
         text = SENTENCE
-    tracker = _Ours(model, TrackerConfig.nanotrack(2), "exact")
+    tracker = _Ours(model, TrackerConfig.nanotrack(2), precision)
     tracker.init(frames[0], box, text)
     with torch.inference_mode():
         _time(benchmark, tracker, frames)

@@ -24,6 +24,7 @@ PYBIND11_MODULE(_C, module) {
              arg("target_size"), arg("alpha"), arg("penalty_k"), arg("window_influence"), arg("lr"), arg("center"),
              arg("lr_from_pscore"));
   module.def("fused_net_run", torch::wrap_pybind_function_no_gil(&snlt_fast::fused_net::run_program), arg("input"),
-             arg("weights"), arg("program"), arg("kernels"), arg("outputs"), arg("workspace"));
+             arg("weights"), arg("program"), arg("kernels"), arg("outputs"), arg("workspace"),
+             arg("paths") = std::vector<int64_t>{});
   module.attr("FUSED_NET_PROGRAM_COLUMNS") = snlt_fast::fused_net::kProgramColumns;
 }

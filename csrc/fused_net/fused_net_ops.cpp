@@ -4,6 +4,7 @@
 // convolution of the stem as torch's (oneDNN's).
 #include "fused_net/fused_net_ops.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
@@ -12,6 +13,8 @@
 #include <c10/util/Exception.h>
 
 #include "fused_net/fused_net_kernels.h"
+
+#include <atomic>
 
 namespace snlt_fast::fused_net {
 namespace {
@@ -30,12 +33,10 @@ class Interpreter {
       : weights_(weights), kernels_(kernels), workspace_(std::move(workspace)) {}
 
   // After a run: the floats the maps took, which a workspace of that size holds next time.
-  int64_t used() const { return used_; }
+  int64_t used() const { return used_.load(); }
 
   void run(const Instruction& in, std::vector<at::Tensor>& slots) {
-    TORCH_CHECK_VALUE(in.src >= 0 && in.src < static_cast<int64_t>(slots.size()) && slots[in.src].defined(),
-                      "fused_net: instruction reads slot ", in.src, " before any instruction wrote it");
-    TORCH_CHECK_VALUE(in.dst >= 0 && in.dst < static_cast<int64_t>(slots.size()), "fused_net: no slot ", in.dst);
+    // check_paths has checked every slot a row reads and writes.
     const at::Tensor& src = slots[in.src];
     const Activation act = activation(in.act);
     switch (in.op) {
@@ -60,8 +61,7 @@ class Interpreter {
         at::mm_out(rows, src.view({-1, src.size(3)}), weight);
         const float* residual = nullptr;
         if (in.extra >= 0) {
-          TORCH_CHECK_VALUE(in.extra < static_cast<int64_t>(slots.size()) && slots[in.extra].defined() &&
-                                slots[in.extra].sizes().equals(out.sizes()),
+          TORCH_CHECK_VALUE(slots[in.extra].sizes().equals(out.sizes()),
                             "fused_net: the residual slot ", in.extra, " does not match the output ", out.sizes());
           residual = slots[in.extra].data_ptr<float>();
         }
@@ -117,8 +117,7 @@ class Interpreter {
         return;
       }
       case kConcat: {
-        TORCH_CHECK_VALUE(in.extra >= 0 && in.extra < static_cast<int64_t>(slots.size()) && slots[in.extra].defined(),
-                          "fused_net: concatenation reads slot ", in.extra, " before any instruction wrote it");
+        TORCH_CHECK_VALUE(in.extra >= 0, "fused_net: a concatenation needs a second slot");
         const at::Tensor& other = slots[in.extra];
         TORCH_CHECK_VALUE(other.sizes().slice(0, 3).equals(src.sizes().slice(0, 3)), "fused_net: cannot concatenate ",
                           src.sizes(), " and ", other.sizes());
@@ -159,12 +158,13 @@ class Interpreter {
   }
 
   // A map carved from the workspace, in 64-byte steps, while it has room; else a new tensor.
+  // Paths running side by side take their maps through the one atomic counter.
   at::Tensor new_map(std::vector<int64_t> sizes) {
     int64_t count = 1;
     for (int64_t size : sizes) count *= size;
-    const int64_t start = used_;
-    used_ += (count + kAlignment - 1) / kAlignment * kAlignment;
-    if (used_ <= workspace_.numel()) return workspace_.narrow(0, start, count).view(sizes);
+    const int64_t taken = (count + kAlignment - 1) / kAlignment * kAlignment;
+    const int64_t start = used_.fetch_add(taken);
+    if (start + taken <= workspace_.numel()) return workspace_.narrow(0, start, count).view(sizes);
     return at::empty(sizes, workspace_.options());
   }
 
@@ -205,14 +205,48 @@ class Interpreter {
   const std::vector<at::Tensor>& weights_;
   const std::vector<at::Tensor>& kernels_;
   at::Tensor workspace_;
-  int64_t used_ = 0;
+  std::atomic<int64_t> used_{0};
 };
+
+// The slots a row reads.
+std::vector<int64_t> reads_of(const Instruction& in) {
+  const bool second_input = (in.op == kPointwise || in.op == kConcat) && in.extra >= 0;
+  return second_input ? std::vector<int64_t>{in.src, in.extra} : std::vector<int64_t>{in.src};
+}
+
+// Rows [paths[p], paths[p + 1]) form path p, run side by side with the others after the rows
+// before paths[0]. Checked before anything runs: a path reads only slots written before the
+// first path or by itself, and writes only slots no other part writes, so that the paths
+// share nothing they write.
+void check_paths(const std::vector<Instruction>& rows, const std::vector<int64_t>& paths, int64_t slot_count) {
+  const int64_t row_count = static_cast<int64_t>(rows.size());
+  for (size_t p = 0; p < paths.size(); ++p)
+    TORCH_CHECK_VALUE(paths[p] >= 0 && paths[p] < row_count && (p == 0 || paths[p] > paths[p - 1]),
+                      "fused_net: path starts must be increasing row indices below ", row_count, ", got ", paths[p]);
+  std::vector<int64_t> writer(slot_count, -1);  // 0: before the paths; p + 1: path p
+  writer[0] = 0;
+  size_t path = 0;
+  for (int64_t row = 0; row < row_count; ++row) {
+    while (path < paths.size() && paths[path] <= row) ++path;
+    const int64_t part = static_cast<int64_t>(path);
+    const Instruction& in = rows[row];
+    for (int64_t slot : reads_of(in)) {
+      const bool readable = slot >= 0 && slot < slot_count && (writer[slot] == 0 || (part > 0 && writer[slot] == part));
+      TORCH_CHECK_VALUE(readable, "fused_net: row ", row, " reads slot ", slot,
+                        " before any instruction wrote it, or from another path");
+    }
+    TORCH_CHECK_VALUE(in.dst >= 0 && in.dst < slot_count && (writer[in.dst] == -1 || writer[in.dst] == part),
+                      "fused_net: row ", row, " writes slot ", in.dst, ", which another part of the program writes");
+    writer[in.dst] = part;
+  }
+}
 
 }  // namespace
 
 std::vector<at::Tensor> run_program(const at::Tensor& input, const std::vector<at::Tensor>& weights,
                                     const std::vector<int64_t>& program, const std::vector<at::Tensor>& kernels,
-                                    const std::vector<int64_t>& outputs, const at::Tensor& workspace) {
+                                    const std::vector<int64_t>& outputs, const at::Tensor& workspace,
+                                    const std::vector<int64_t>& paths) {
   RECORD_FUNCTION("snlt_fast::fused_net", std::vector<c10::IValue>());
   TORCH_CHECK_VALUE(input.dim() == 4 && input.scalar_type() == at::kFloat && input.device().is_cpu() &&
                         input.is_contiguous() && input.size(0) >= 1,
@@ -224,16 +258,29 @@ std::vector<at::Tensor> run_program(const at::Tensor& input, const std::vector<a
                     workspace.scalar_type());
   TORCH_CHECK_VALUE(program.size() % kProgramColumns == 0, "fused_net: a program has ", kProgramColumns,
                     " integers a row, got ", program.size());
+  std::vector<Instruction> rows;
   int64_t slot_count = 1;
-  for (size_t row = 0; row < program.size(); row += kProgramColumns)
-    slot_count = std::max(slot_count, program[row + 2] + 1);
+  for (size_t row = 0; row < program.size(); row += kProgramColumns) {
+    const int64_t* f = program.data() + row;
+    rows.push_back({f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]});
+    slot_count = std::max(slot_count, rows.back().dst + 1);
+  }
+  check_paths(rows, paths, slot_count);
   std::vector<at::Tensor> slots(slot_count);
   slots[0] = input;
   Interpreter interpreter(weights, kernels, workspace);
-  for (size_t row = 0; row < program.size(); row += kProgramColumns) {
-    const int64_t* f = program.data() + row;
-    interpreter.run({f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}, slots);
-  }
+  const int64_t row_count = static_cast<int64_t>(rows.size());
+  const int64_t first_path = paths.empty() ? row_count : paths[0];
+  for (int64_t row = 0; row < first_path; ++row) interpreter.run(rows[row], slots);
+  // One path a task: each runs its layers on one thread (their own products and maps are
+  // small), with no barrier between the layers.
+  const int64_t path_count = static_cast<int64_t>(paths.size());
+  at::parallel_for(0, path_count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t stop = p + 1 < path_count ? paths[p + 1] : row_count;
+      for (int64_t row = paths[p]; row < stop; ++row) interpreter.run(rows[row], slots);
+    }
+  });
   std::vector<at::Tensor> results;
   for (int64_t slot : outputs) {
     TORCH_CHECK_VALUE(slot >= 0 && slot < slot_count && slots[slot].defined(), "fused_net: output slot ", slot,

@@ -33,8 +33,11 @@ constexpr int64_t kProgramColumns = 10;
 // finds it too small grows it for the next: kept from call to call, the memory stays
 // mapped (fresh pages for every map would cost the kernel more page faults a frame than
 // the layers cost time).
+// Rows from each index in `paths` to the next form independent paths (a head's towers),
+// which torch's threads run side by side once the rows before the first have run.
 std::vector<at::Tensor> run_program(const at::Tensor& input, const std::vector<at::Tensor>& weights,
                                     const std::vector<int64_t>& program, const std::vector<at::Tensor>& kernels,
-                                    const std::vector<int64_t>& outputs, const at::Tensor& workspace);
+                                    const std::vector<int64_t>& outputs, const at::Tensor& workspace,
+                                    const std::vector<int64_t>& paths);
 
 }  // namespace snlt_fast::fused_net

@@ -28,11 +28,12 @@ _COLUMNS = ("op", "src", "dst", "weight", "bias", "size", "stride", "pad", "act"
 
 class Program:
     """A fused-network program under construction: rows of _COLUMNS, the weights they name
-    (float32, in the layouts the kernels read), and the per-target correlation kernels they
-    name, as (head, branch) pairs. Slot 0 is the input."""
+    (float32, in the layouts the kernels read), the per-target correlation kernels they
+    name, as (head, branch) pairs, and the rows where independent paths start (the heads'
+    cls and loc towers, which the two cores run side by side). Slot 0 is the input."""
 
     def __init__(self):
-        self.rows, self.weights, self.kernels = [], [], []
+        self.rows, self.weights, self.kernels, self.path_starts = [], [], [], []
         self._slots = 1
 
     def _weight(self, tensor, memory_format=torch.contiguous_format):
@@ -136,9 +137,10 @@ class Program:
         src = self.excite(src, branch.CA_layer.fc1, branch.CA_layer.fc2, nn.Sigmoid)
         return self.sequence(branch.conv, src) if hasattr(branch, "conv") else src
 
-    def head(self, head, head_name, features):
-        """The (cls, loc) slots of a BANHead on the features slot, as BANHead.forward computes them."""
-        correlated, outputs = {}, []
+    def head_inputs(self, head, head_name, features):
+        """Every correlation branch of a BANHead on the features slot (V1's two paths share
+        theirs): the input slot of each of head.paths(), with its layers."""
+        correlated, inputs = {}, []
         for branch_names, layers in head.paths():
             for name in branch_names:
                 if name not in correlated:
@@ -146,9 +148,21 @@ class Program:
             src = correlated[branch_names[0]]
             for name in branch_names[1:]:
                 src = self.emit("concat", src, extra=correlated[name])
-            outputs.append(self.sequence(layers, src))
-        cls, loc = outputs
-        return cls, self.emit("exp", loc, dst=loc)
+            inputs.append((src, layers))
+        return inputs
+
+    def path(self, src, layers, exp=False):
+        """A head's path from its input slot, run in parallel with the other paths: rows from
+        here to the next path read only their own slots and those written before the first path."""
+        self.path_starts.append(len(self.rows))
+        out = self.sequence(layers, src)
+        return self.emit("exp", out, dst=out) if exp else out
+
+    def heads(self, heads, features):
+        """The output slots (cls, loc per head) of the BANHeads [(name, head)] on the features
+        slot, as BANHead.forward computes them: the branches first, then each path."""
+        inputs = [self.head_inputs(head, name, features) for name, head in heads]
+        return [self.path(src, layers, exp=index == 1) for paths in inputs for index, (src, layers) in enumerate(paths)]
 
 
 def _kernel_layout(kernel, branch):
@@ -176,7 +190,7 @@ class FusedSearchStep:
             program = Program()
             features = program.sequence(model.backbone.features, 0)
             heads = [("ban_head", model.ban_head)] + ([("nl_head", model.nl_head)] if with_language else [])
-            outputs = [slot for name, head in heads for slot in program.head(head, name, features)]
+            outputs = program.heads(heads, features)
             self._programs[with_language] = (program, program.flat(), outputs)
         self._template, self._kernels = None, {}
         self._workspace = torch.empty(0)  # grown by the first call to what the maps take
@@ -202,7 +216,9 @@ class FusedSearchStep:
         program, rows, outputs = self._programs[with_language]
         search = x_crop.permute(0, 2, 3, 1).contiguous()
         kernels = self._kernels_of(state, with_language)
-        maps = native_module().fused_net_run(search, program.weights, rows, kernels, outputs, self._workspace)
+        maps = native_module().fused_net_run(
+            search, program.weights, rows, kernels, outputs, self._workspace, program.path_starts
+        )
         return dict(zip(("cls", "loc", "nl_cls", "nl_loc"), maps))
 
 
