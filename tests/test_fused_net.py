@@ -176,3 +176,21 @@ def test_fast_plan_runs_nanotrack_on_the_fused_network_and_other_backends_eagerl
     eager = type(fast).track(fast, x, template)
     assert all(torch.equal(checked[name], eager[name]) for name in eager)
     assert not isinstance(plan_fast(model, compile=True).model.track, FusedSearchStep)
+
+
+def test_paths_that_share_what_they_write_are_refused():
+    program = Program()
+    shared = program.sequence(nn.Sequential(nn.Conv2d(4, 4, 1)), 0)
+    program.path(shared, [nn.Sequential(nn.Conv2d(4, 4, 1))])
+    program.path(shared, [nn.Sequential(nn.Conv2d(4, 4, 1))])
+    rows = program.flat()
+    x, run = torch.randn(1, 3, 3, 4), native_module().fused_net_run
+    assert len(run(x, program.weights, rows, [], [2, 3], torch.empty(0), program.path_starts)) == 2
+    reads_other_path = rows[:20] + [rows[20], 2] + rows[22:]  # the second path reads the first's output
+    with pytest.raises(ValueError, match="reads slot 2 before any instruction wrote it, or from another path"):
+        run(x, program.weights, reads_other_path, [], [3], torch.empty(0), program.path_starts)
+    writes_shared = rows[:22] + [shared] + rows[23:]  # the second path overwrites the slot both read
+    with pytest.raises(ValueError, match="writes slot 1, which another part"):
+        run(x, program.weights, writes_shared, [], [2], torch.empty(0), program.path_starts)
+    with pytest.raises(ValueError, match="path starts must be increasing"):
+        run(x, program.weights, rows, [], [2], torch.empty(0), [2, 1])

@@ -172,7 +172,8 @@ def _opencv_boxes(version, frames, box):
 @needs_biker
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("source", ["pth", "onnx"])
-def test_opencv_profile_gives_cv2_tracker_nanos_boxes(version, source):
+@pytest.mark.parametrize("precision", ["exact", "fast"])  # fast: the fused network, float32
+def test_opencv_profile_gives_cv2_tracker_nanos_boxes(version, source, precision):
     if source == "onnx":
         pytest.importorskip("onnx")
     frames, truth = _biker()
@@ -180,7 +181,8 @@ def test_opencv_profile_gives_cv2_tracker_nanos_boxes(version, source):
     weights = WEIGHTS / f"nanotrackv{version}.pth"
     if source == "onnx":
         weights = [WEIGHTS / f"v{version}_backbone.onnx", WEIGHTS / f"v{version}_head.onnx"]
-    tracker = SNLTracker(load_checkpoint(weights), TrackerConfig.nanotrack(version, profile="opencv"))
+    config = TrackerConfig.nanotrack(version, profile="opencv")
+    tracker = SNLTracker(load_checkpoint(weights), config, precision=precision)
     tracker.init(frames[0], tuple(truth[0]))
     got = np.array([tracker.track(frame).box for frame in frames[1:]])
     off = np.abs(got - expected).max(axis=1)
