@@ -84,6 +84,17 @@ def test_workspace_is_kept_and_outputs_are_the_callers():
 # ---------------------------------------------------------------------- layers on odd shapes
 
 
+def _assert_program_matches(module, emit, x):
+    """The program that emit(program) builds, run on x, against module(x)."""
+    program = Program()
+    out_slot = emit(program)
+    search = x.permute(0, 2, 3, 1).contiguous()
+    (got,) = native_module().fused_net_run(search, program.weights, program.flat(), [], [out_slot], torch.empty(0))
+    with torch.no_grad():
+        expected = module(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "layers, channels",
     [
@@ -98,15 +109,7 @@ def test_workspace_is_kept_and_outputs_are_the_callers():
 def test_layers_match_pytorch_on_odd_shapes(layers, channels):
     torch.manual_seed(0)
     sequence = nn.Sequential(*layers).eval()
-    program = Program()
-    out_slot = program.sequence(sequence, 0)
-    x = torch.randn(2, channels, 23, 17)
-    (got,) = native_module().fused_net_run(
-        x.permute(0, 2, 3, 1).contiguous(), program.weights, program.flat(), [], [out_slot], torch.empty(0)
-    )
-    with torch.no_grad():
-        expected = sequence(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    _assert_program_matches(sequence, lambda program: program.sequence(sequence, 0), torch.randn(2, channels, 23, 17))
 
 
 def test_residual_block_matches_pytorch():
@@ -114,15 +117,7 @@ def test_residual_block_matches_pytorch():
 
     torch.manual_seed(0)
     block = fold_batchnorm(randomize_batchnorm(InvertedResidual(24, 88, 24, 3, 1, True, True)))
-    program = Program()
-    out_slot = program.block(block, 0)
-    x = torch.randn(1, 24, 13, 11)
-    (got,) = native_module().fused_net_run(
-        x.permute(0, 2, 3, 1).contiguous(), program.weights, program.flat(), [], [out_slot], torch.empty(0)
-    )
-    with torch.no_grad():
-        expected = block(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    _assert_program_matches(block, lambda program: program.block(block, 0), torch.randn(1, 24, 13, 11))
 
 
 # ---------------------------------------------------------------------- errors
