@@ -92,30 +92,26 @@ FUSED_NET_INLINE Taps taps_at(int64_t out_index, const Window& window, int64_t e
   return {std::max<int64_t>(0, -origin), std::min(window.size, extent - origin), origin};
 }
 
-// Channels [c, c + 8) of a pixel whose whole K x K window lies inside the map: the taps
-// unrolled, the sum in one register.
-template <int K>
-FUSED_NET_INLINE Vec depthwise_taps(const float* window_origin, int64_t width, int64_t channels, const float* taps) {
-  Vec sum = splat(0);
-#pragma GCC unroll 8
-  for (int i = 0; i < K; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < K; ++j)
-      sum += load(window_origin + (i * width + j) * channels) * load(taps + (i * K + j) * channels);
-  return sum;
-}
-
-// The pixels [first, last) of an output row whose windows lie inside the map.
+// The pixels [first, last) of an output row whose K x K windows lie inside the map, eight
+// channels at a time: the window's weights loaded once into registers for the whole run
+// of pixels, the taps unrolled, each sum in one register.
 template <int K>
 FUSED_NET_INLINE void depthwise_interior(const float* line, const float* weight, const float* bias, int64_t stride,
                                          int64_t width, int64_t channels, Activation act, float* target, int64_t first,
                                          int64_t last) {
-  for (int64_t x = first; x < last; ++x) {
-    const float* origin = line + x * stride * channels;
-    float* pixel = target + x * channels;
-    for (int64_t c = 0; c + kLanes <= channels; c += kLanes) {
-      const Vec sum = depthwise_taps<K>(origin + c, width, channels, weight + c) + (bias ? load(bias + c) : splat(0));
-      store(pixel + c, activate(sum, act));
+  for (int64_t c = 0; c + kLanes <= channels; c += kLanes) {
+    Vec taps[K * K];
+#pragma GCC unroll 25
+    for (int t = 0; t < K * K; ++t) taps[t] = load(weight + t * channels + c);
+    const Vec offset = bias ? load(bias + c) : splat(0);
+    for (int64_t x = first; x < last; ++x) {
+      const float* origin = line + x * stride * channels + c;
+      Vec sum = offset;
+#pragma GCC unroll 8
+      for (int i = 0; i < K; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < K; ++j) sum += load(origin + (i * width + j) * channels) * taps[i * K + j];
+      store(target + x * channels + c, activate(sum, act));
     }
   }
 }
