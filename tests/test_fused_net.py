@@ -104,6 +104,7 @@ def _assert_program_matches(module, emit, x):
         ([nn.Conv2d(24, 24, 7, 1, 3, groups=24)], 24),  # a size that is not unrolled
         ([nn.Conv2d(16, 16, 2, 1, 0, groups=16), nn.ReLU6(), nn.Conv2d(16, 5, 1)], 16),  # V3's 2x2 reduction
         ([nn.Conv2d(9, 20, 1, bias=False), nn.Hardsigmoid()], 9),
+        ([nn.Conv2d(40, 24, 1), nn.ReLU()], 40),  # point-wise: two vectors of outputs, then one
     ],
 )
 def test_layers_match_pytorch_on_odd_shapes(layers, channels):

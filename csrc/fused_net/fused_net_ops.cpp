@@ -1,14 +1,11 @@
-// torch glue of the fused network: the program's checks, the slots' maps, the point-wise
-// convolutions and pixel-wise correlations as BLAS products (at::mm / at::bmm into the
-// slot) with bias and activation fused after them (fused_net_cpu.cpp), and the dense
-// convolution of the stem as torch's (oneDNN's).
+// torch glue of the fused network: the program's checks, the slots' maps, the layers run
+// by fused_net_cpu.cpp's kernels, and the dense convolution of the stem as torch's
+// (oneDNN's).
 #include "fused_net/fused_net_ops.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/ops/bmm.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <ATen/record_function.h>
 #include <c10/util/Exception.h>
 
@@ -57,15 +54,14 @@ class Interpreter {
       case kPointwise: {
         const at::Tensor& weight = weight_of(in.weight, {src.size(3), -1});
         at::Tensor out = new_map({src.size(0), src.size(1), src.size(2), weight.size(1)});
-        at::Tensor rows = out.view({-1, weight.size(1)});
-        at::mm_out(rows, src.view({-1, src.size(3)}), weight);
         const float* residual = nullptr;
         if (in.extra >= 0) {
           TORCH_CHECK_VALUE(slots[in.extra].sizes().equals(out.sizes()),
                             "fused_net: the residual slot ", in.extra, " does not match the output ", out.sizes());
           residual = slots[in.extra].data_ptr<float>();
         }
-        bias_activation(map_of(out), bias_of(in.bias, weight.size(1), false), act, residual);
+        pointwise(map_of(src), weight.data_ptr<float>(), 0, bias_of(in.bias, weight.size(1), false), act, residual,
+                  map_of(out));
         slots[in.dst] = out;
         return;
       }
@@ -92,15 +88,9 @@ class Interpreter {
         const at::Tensor& kernel = kernel_of(in.weight, src, 3);
         TORCH_CHECK_VALUE(kernel.size(1) == src.size(3), "fused_net: pixel-wise kernel ", kernel.sizes(),
                           " does not match the map ", src.sizes());
-        const int64_t batch = src.size(0), pixels = src.size(1) * src.size(2), taps = kernel.size(2);
-        at::Tensor out = new_map({batch, src.size(1), src.size(2), taps});
-        if (kernel.size(0) == 1) {
-          at::Tensor rows = out.view({batch * pixels, taps});
-          at::mm_out(rows, src.view({batch * pixels, -1}), kernel[0]);
-        } else {
-          at::Tensor samples = out.view({batch, pixels, taps});
-          at::bmm_out(samples, src.view({batch, pixels, -1}), kernel);
-        }
+        at::Tensor out = new_map({src.size(0), src.size(1), src.size(2), kernel.size(2)});
+        const int64_t batch_stride = kernel.size(0) == 1 ? 0 : kernel.stride(0);
+        pointwise(map_of(src), kernel.data_ptr<float>(), batch_stride, nullptr, kIdentity, nullptr, map_of(out));
         slots[in.dst] = out;
         return;
       }
