@@ -24,8 +24,10 @@ def test_fast_plan_folds_a_copy_and_picks_precision_by_hardware():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plan.model.modules())
     assert plan.model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
-    expected = torch.bfloat16 if cpu_computes_bfloat16() else None
-    assert plan.autocast_dtype is expected
+    assert plan.autocast_dtype is None  # NanoTrack runs on the fused network, in float32
+    snlt_plan = plan_fast(build_model("siamrpn_alex").eval())
+    assert snlt_plan.autocast_dtype is (torch.bfloat16 if cpu_computes_bfloat16() else None)
+    assert plan_fast(model, reduced="bfloat16").autocast_dtype is torch.bfloat16
     assert reduced_precision_for(torch.device("cuda")) is torch.float16
     assert reduced_precision_for(torch.device("cpu"), "float32") is None
     with pytest.raises(ValueError, match="reduced must be one of"):

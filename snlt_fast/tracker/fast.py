@@ -8,8 +8,8 @@ AVX-512 BF16 (checked at run time; elsewhere bfloat16 is emulated and several ti
 slower, so the network stays float32), float16 on CUDA GPUs. The correlation and
 post-processing ops keep their contracts in every dtype, and the box state stays in the
 tracker's own precision. NanoTrack models on a CPU run their search side (`model.track`)
-as one call of the fused network (snlt_fast.models.fused_net), float32, whose layers cost
-less than the module calls around them would. With compile=True the search side instead
+as one call of the fused network (snlt_fast.models.fused_net), float32 even on a CPU with
+bfloat16 units, whose layers cost less than the module calls around them would. With compile=True the search side instead
 is compiled by inductor with the weights frozen into the graph (constant-folded,
 prepacked for oneDNN); the compilation runs when the tracker starts (`init`), not on a
 tracked frame. What each step gives is measured in bench/ (bench_fast.py).
@@ -94,9 +94,14 @@ class CompiledSearchStep:
 def plan_fast(model, reduced=None, compile=False):
     """The deployment copy of `model` (the caller's model is left as it is) and its autocast
     dtype. With compile=True the copy's `track` is a CompiledSearchStep; else, for a
-    NanoTrack in float32 on the CPU, the fused network (snlt_fast.models.fused_net)."""
+    NanoTrack on the CPU, the fused network (snlt_fast.models.fused_net). A NanoTrack on
+    the CPU stays float32 unless `reduced` asks otherwise, bfloat16 units or not: at its
+    batch-1 sizes oneDNN's bfloat16 layers on AMX take about 3x the fused network's time
+    and gain nothing compiled (bench_fast.py)."""
     device = next(model.parameters()).device
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    if reduced is None and fused_net.supports(fast):
+        reduced = "float32"
     autocast_dtype = reduced_precision_for(device, reduced)
     if compile:
         fast.track = CompiledSearchStep(fast)
