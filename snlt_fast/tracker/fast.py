@@ -9,10 +9,10 @@ slower, so the network stays float32), float16 on CUDA GPUs. The correlation and
 post-processing ops keep their contracts in every dtype, and the box state stays in the
 tracker's own precision. NanoTrack models on a CPU run their search side (`model.track`)
 as one call of the fused network (snlt_fast.models.fused_net), float32 even on a CPU with
-bfloat16 units, whose layers cost less than the module calls around them would. With compile=True the search side instead
-is compiled by inductor with the weights frozen into the graph (constant-folded,
-prepacked for oneDNN); the compilation runs when the tracker starts (`init`), not on a
-tracked frame. What each step gives is measured in bench/ (bench_fast.py).
+bfloat16 units, whose layers cost less than the module calls around them would. With
+compile=True the search side instead is compiled by inductor with the weights frozen into
+the graph (constant-folded, prepacked for oneDNN); the compilation runs when the tracker
+starts (`init`), not on a tracked frame. What each step gives is measured in bench/ (bench_fast.py).
 """
 
 import contextlib
