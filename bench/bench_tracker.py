@@ -4,7 +4,8 @@ targets against one tracker per target, and on a GPU the CUDA-graph replay.
 
 Each round tracks the next frame of the sequence (cycling), so the timed step is
 exactly what `snlt track` runs per frame: crop, network, post-process, box update and
-the host read of the result. Before timing, each group checks that SNLTracker's
+the host read of the result. The shipped default model's step is timed too, on a
+held-out synthetic scene. Before timing, each group checks that SNLTracker's
 boxes equal the published pipeline's when both get the same crops and correlations
 (recorded as extra_info "boxes_identical"), and records how far the published
 pipeline as published (OpenCV crop, F.conv2d correlation) drifts from it.
@@ -108,6 +109,29 @@ def test_tracking_step_cpu(benchmark, frames, backbone, impl):
         tracker = SNLTracker(model, CONFIG)
     tracker.init(frames[0], EIGHT_BOXES[0], SENTENCE)
     _timed_tracking(benchmark, [tracker], frames, ROUNDS[backbone])
+
+
+@pytest.mark.parametrize("impl", ["published pipeline", "SNLTracker", "SNLTracker fast", "SNLTracker fast compile"])
+def test_default_model_step_cpu(benchmark, impl):
+    """The shipped default model (issue aim: 100 frames per second or more on a 2-core CPU) on
+    a held-out distractor scene, the scene's frames rendered before timing."""
+    skip_without_minilm()
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+    from snlt_fast.models import load_default
+    from snlt_fast.tracker import default_config
+
+    model = load_default("cpu")
+    config = default_config(model).replace(long_term=False)
+    video = SyntheticNL(videos=1, frames=80, seed=HELD_OUT_SEED_START, kind="distractor")[0]
+    frames = list(video.frames())
+    if _label(benchmark, "default model per-frame step cpu (synthetic scene 320x240, 1 target)", impl, "published pipeline"):
+        tracker = PublishedTracker(model, config)
+    else:
+        precision = "fast" if impl.startswith("SNLTracker fast") else "exact"
+        tracker = SNLTracker(model, config, precision=precision, compile=impl.endswith("compile"))
+    tracker.init(frames[0], video.init_box, video.sentence)
+    _timed_tracking(benchmark, [tracker], frames, 60)
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
