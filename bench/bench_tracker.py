@@ -81,14 +81,20 @@ def _boxes(tracker, frames, count, box, text):
     return np.array([tracker.track(frame).box for frame in frames[1:count]])
 
 
-def _agreement(model, frames, count=10):
+def _agreement(model, frames, box=EIGHT_BOXES[0], text=SENTENCE, config=CONFIG, count=10):
     """(SNLTracker's boxes == the published pipeline's on the same crops, max deviation in pixels
     of the published pipeline as published)."""
-    box = EIGHT_BOXES[0]
-    fast = _boxes(SNLTracker(model, CONFIG), frames, count, box, SENTENCE)
-    same_inputs = _boxes(PublishedTracker(model, CONFIG, crop="tensor", correlation=None), frames, count, box, SENTENCE)
-    as_published = _boxes(PublishedTracker(model, CONFIG), frames, count, box, SENTENCE)
+    fast = _boxes(SNLTracker(model, config), frames, count, box, text)
+    same_inputs = _boxes(PublishedTracker(model, config, crop="tensor", correlation=None), frames, count, box, text)
+    as_published = _boxes(PublishedTracker(model, config), frames, count, box, text)
     return bool(np.array_equal(fast, same_inputs)), float(np.abs(fast - as_published).max())
+
+
+def _record_agreement(benchmark, model, frames, **target):
+    identical, drift = _agreement(model, frames, **target)
+    assert identical, "SNLTracker and the published pipeline disagree on the same crops"
+    benchmark.extra_info["boxes_identical"] = identical
+    benchmark.extra_info["max_drift_from_published_px"] = drift
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "resnet50"])
@@ -102,10 +108,7 @@ def test_tracking_step_cpu(benchmark, frames, backbone, impl):
         # weights (tests/test_fast.py, bench_nanotrack.py); this row is speed only.
         tracker = SNLTracker(model, CONFIG, precision="fast", compile=impl.endswith("compile"))
     else:
-        identical, drift = _agreement(model, frames)
-        assert identical, "SNLTracker and the published pipeline disagree on the same crops"
-        benchmark.extra_info["boxes_identical"] = identical
-        benchmark.extra_info["max_drift_from_published_px"] = drift
+        _record_agreement(benchmark, model, frames)
         tracker = SNLTracker(model, CONFIG)
     tracker.init(frames[0], EIGHT_BOXES[0], SENTENCE)
     _timed_tracking(benchmark, [tracker], frames, ROUNDS[backbone])
@@ -127,9 +130,11 @@ def test_default_model_step_cpu(benchmark, impl):
     frames = list(video.frames())
     if _label(benchmark, "default model per-frame step cpu (synthetic scene 320x240, 1 target)", impl, "published pipeline"):
         tracker = PublishedTracker(model, config)
+    elif impl == "SNLTracker":
+        _record_agreement(benchmark, model, frames, box=video.init_box, text=video.sentence, config=config)
+        tracker = SNLTracker(model, config)
     else:
-        precision = "fast" if impl.startswith("SNLTracker fast") else "exact"
-        tracker = SNLTracker(model, config, precision=precision, compile=impl.endswith("compile"))
+        tracker = SNLTracker(model, config, precision="fast", compile=impl.endswith("compile"))
     tracker.init(frames[0], video.init_box, video.sentence)
     _timed_tracking(benchmark, [tracker], frames, 60)
 

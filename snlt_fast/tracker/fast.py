@@ -12,7 +12,8 @@ as one call of the fused network (snlt_fast.models.fused_net), float32 even on a
 bfloat16 units, whose layers cost less than the module calls around them would. With
 compile=True the search side instead is compiled by inductor with the weights frozen into
 the graph (constant-folded, prepacked for oneDNN); the compilation runs when the tracker
-starts (`init`), not on a tracked frame. What each step gives is measured in bench/ (bench_fast.py).
+starts (`init`), not on a tracked frame. What each step gives is measured in bench/
+(bench_fast.py).
 """
 
 import contextlib
@@ -100,12 +101,11 @@ def plan_fast(model, reduced=None, compile=False):
     and gain nothing compiled (bench_fast.py)."""
     device = next(model.parameters()).device
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
-    if reduced is None and fused_net.supports(fast):
-        reduced = "float32"
-    autocast_dtype = reduced_precision_for(device, reduced)
+    fusable = fused_net.supports(fast)
+    autocast_dtype = reduced_precision_for(device, "float32" if reduced is None and fusable else reduced)
     if compile:
         fast.track = CompiledSearchStep(fast)
-    elif autocast_dtype is None and fused_net.supports(fast):
+    elif autocast_dtype is None and fusable:
         fast.track = fused_net.FusedSearchStep(fast)
     return FastPlan(fast, autocast_dtype)
 
