@@ -11,7 +11,9 @@ OTB sequence Biker and NanoTrack V2 in ../shared, or --real-sequence and --real-
 it also tracks that real sequence.
 
 `heldout_comparison` is the default model's acceptance measure: success AUC with and
-without the sentence on held-out videos of each kind (make heldout).
+without the sentence on held-out videos of each kind (make heldout). The same comparison
+on VALIDATION_SEEDS, training seeds no training config uses, is the one to tune on
+(`python -m snlt_fast.demo validation --weights RUN/final.pth`).
 """
 
 import argparse
@@ -29,6 +31,8 @@ MODES = ("with sentence", "visual only")
 # BGR colours of the drawn boxes.
 _COLOURS = {"ground truth": (255, 255, 255), "with sentence": (60, 220, 60), "visual only": (40, 40, 230)}
 _SCALE = 2  # SyntheticNL's 320x240 frames drawn at twice the size
+# Seeds in SyntheticNL's training range that the bundled configs do not train on, per scene kind.
+VALIDATION_SEEDS = {"distractor": 777, "plain": 778}
 
 
 def add_parser(subparsers):
@@ -68,15 +72,23 @@ def _track(model, video, with_sentence):
     return np.array(boxes, dtype=np.float64), np.array(w_vis), np.array(w_nl), np.array(steps), time.perf_counter() - start
 
 
-def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain")):
-    """{kind: {mode: mean success AUC over `videos` held-out videos}} with and without the sentence."""
-    from snlt_fast.datasets import SyntheticNL
+def heldout_seeds():
+    """The held-out seed of each scene kind: the first of the held-out range, then the next."""
     from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
+
+    return {"distractor": HELD_OUT_SEED_START, "plain": HELD_OUT_SEED_START + 1}
+
+
+def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain"), seeds=None):
+    """{kind: {mode: mean success AUC over `videos` videos}} with and without the sentence,
+    on the seeds of `seeds` ({kind: seed}; default the held-out ones)."""
+    from snlt_fast.datasets import SyntheticNL
     from snlt_fast.evaluation.metrics import success_curve
 
+    seeds = seeds or heldout_seeds()
     results = {}
-    for offset, kind in enumerate(kinds):
-        dataset = SyntheticNL(videos=videos, frames=frames, seed=HELD_OUT_SEED_START + offset, kind=kind)
+    for kind in kinds:
+        dataset = SyntheticNL(videos=videos, frames=frames, seed=seeds[kind], kind=kind)
         results[kind] = {}
         for mode in MODES:
             aucs = [success_curve(v.boxes, _track(model, v, mode == MODES[0])[0], v.absent).mean() for v in dataset]
@@ -209,7 +221,6 @@ def _track_real(out, sequence, weights):
 def run(args):
     from snlt_fast.cli import CommandError
     from snlt_fast.datasets import SyntheticNL
-    from snlt_fast.datasets.synthetic import HELD_OUT_SEED_START
     from snlt_fast.evaluation.metrics import success_curve
     from snlt_fast.models import DEFAULT_DESCRIPTION, load_default
 
@@ -220,7 +231,7 @@ def run(args):
     args.out.mkdir(exist_ok=True)
     model = load_default("cpu")
     print(f"snlt demo: {DEFAULT_DESCRIPTION}", file=sys.stderr)
-    videos = list(SyntheticNL(videos=args.videos, frames=80, seed=HELD_OUT_SEED_START, kind="distractor"))
+    videos = list(SyntheticNL(videos=args.videos, frames=80, seed=heldout_seeds()["distractor"], kind="distractor"))
     runs = {mode: [] for mode in MODES}
     for video in videos:
         for mode in MODES:
@@ -246,14 +257,19 @@ def run(args):
 
 
 def main(argv=None):
-    """`python -m snlt_fast.demo heldout [--videos N]`: the held-out comparison table."""
+    """`python -m snlt_fast.demo heldout|validation [--videos N] [--weights PATH]`: the comparison table."""
     parser = argparse.ArgumentParser(prog="python -m snlt_fast.demo")
-    parser.add_argument("what", choices=("heldout",))
-    parser.add_argument("--videos", type=int, default=100)
+    parser.add_argument("what", choices=("heldout", "validation"), help="held-out seeds, or validation seeds to tune on")
+    parser.add_argument("--videos", type=int, default=100, help="videos of each scene kind (default 100)")
+    parser.add_argument("--weights", type=Path, help="an snlt_fast checkpoint (default: the default model)")
     args = parser.parse_args(argv)
-    from snlt_fast.models import load_default
+    from snlt_fast.models import load_checkpoint, load_default
 
-    results = heldout_comparison(load_default("cpu"), videos=args.videos)
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights}: no such file")
+    model = load_default("cpu") if args.weights is None else load_checkpoint(args.weights).eval()
+    seeds = VALIDATION_SEEDS if args.what == "validation" else heldout_seeds()
+    results = heldout_comparison(model, videos=args.videos, seeds=seeds)
     print("| scenes | with sentence | visual only | difference |\n|---|---:|---:|---:|")
     for kind, aucs in results.items():
         with_sentence, visual = aucs[MODES[0]], aucs[MODES[1]]

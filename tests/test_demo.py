@@ -51,3 +51,30 @@ def test_demo_errors_are_one_line(tmp_path):
         [sys.executable, "-m", "snlt_fast", "demo", "--out", str(tmp_path / "missing" / "d")], capture_output=True, text=True
     )
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_validation_seeds_are_training_seeds_no_bundled_config_trains_on():
+    from snlt_fast.datasets.synthetic import TRAINING_SEEDS
+    from snlt_fast.demo import VALIDATION_SEEDS, heldout_seeds
+    from snlt_fast.training.config import bundled_names, load_config
+
+    trained = {
+        entry["options"]["seed"]
+        for name in bundled_names()
+        for entry in load_config(name)["data"]["datasets"]
+        if entry["name"] == "synthetic"
+    }
+    assert trained and all(seed in TRAINING_SEEDS and seed not in trained for seed in VALIDATION_SEEDS.values())
+    assert not any(seed in TRAINING_SEEDS for seed in heldout_seeds().values())
+
+
+@requires_minilm
+def test_validation_comparison_of_a_checkpoint(tmp_path):
+    command = [sys.executable, "-m", "snlt_fast.demo", "validation", "--videos", "1"]
+    done = subprocess.run([*command, "--weights", str(DEFAULT_WEIGHTS)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith(("| distractor", "| plain"))]
+    assert len(rows) == 2 and all(float(row[4]) == pytest.approx(float(row[2]) - float(row[3]), abs=0.11) for row in rows)
+    done = subprocess.run([*command, "--weights", str(tmp_path / "none.pth")], capture_output=True, text=True)
+    assert done.returncode == 2 and "--weights" in done.stderr and "no such file" in done.stderr
+    assert "Traceback" not in done.stderr
