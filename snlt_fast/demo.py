@@ -263,11 +263,16 @@ def main(argv=None):
     parser.add_argument("--videos", type=int, default=100, help="videos of each scene kind (default 100)")
     parser.add_argument("--weights", type=Path, help="an snlt_fast checkpoint (default: the default model)")
     args = parser.parse_args(argv)
-    from snlt_fast.models import load_checkpoint, load_default
+    from snlt_fast.models import CheckpointError, load_checkpoint, load_default
 
+    if args.videos < 1:
+        parser.error(f"--videos must be at least 1, got {args.videos}")
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights}: no such file")
-    model = load_default("cpu") if args.weights is None else load_checkpoint(args.weights).eval()
+    try:
+        model = load_default("cpu") if args.weights is None else load_checkpoint(args.weights).eval()
+    except CheckpointError as error:
+        parser.error(f"--weights: {error}")
     seeds = VALIDATION_SEEDS if args.what == "validation" else heldout_seeds()
     results = heldout_comparison(model, videos=args.videos, seeds=seeds)
     print("| scenes | with sentence | visual only | difference |\n|---|---:|---:|---:|")

@@ -78,3 +78,9 @@ def test_validation_comparison_of_a_checkpoint(tmp_path):
     done = subprocess.run([*command, "--weights", str(tmp_path / "none.pth")], capture_output=True, text=True)
     assert done.returncode == 2 and "--weights" in done.stderr and "no such file" in done.stderr
     assert "Traceback" not in done.stderr
+    (tmp_path / "junk.pth").write_text("junk")
+    done = subprocess.run([*command, "--weights", str(tmp_path / "junk.pth")], capture_output=True, text=True)
+    assert done.returncode == 2 and "--weights" in done.stderr and "not a PyTorch checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "snlt_fast.demo", "validation", "--videos", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--videos must be at least 1" in done.stderr and "Traceback" not in done.stderr
