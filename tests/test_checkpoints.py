@@ -364,11 +364,12 @@ def test_checkpoints_pickling_objects_need_trust(tmp_path):
 # --------------------------------------------------------------------------- our format
 
 
-def test_our_format_round_trip(tmp_path):
+@pytest.mark.parametrize("language_features", ["shared", "own"])
+def test_our_format_round_trip(tmp_path, language_features):
     vectors = tmp_path / "vectors.txt"
     write_word_vectors(vectors, ["a", "red", "car"], dim=20)
     torch.manual_seed(0)
-    model = SNLT("alexnet", language=str(vectors), anchor_num=3, instance_size=255).eval()
+    model = SNLT("alexnet", language=str(vectors), anchor_num=3, instance_size=255, language_features=language_features).eval()
     path = save_checkpoint(model, tmp_path / "model.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "vectors.txt"]  # nothing half-written left
     loaded = load_checkpoint(path, arch="snlt_alex", backend="reference")

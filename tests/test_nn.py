@@ -79,6 +79,31 @@ def test_snlrpn_keys_are_pysot_depthwise_rpn_keys_plus_language_heads():
     assert language.state_dict()["nl_loc_head.3.weight"].shape == (20, 8, 1, 1)
 
 
+def test_own_language_features_add_a_language_search_conv_and_leave_the_visual_outputs():
+    generator = torch.Generator().manual_seed(3)
+    shared = SNLRPN(anchor_num=5, in_channels=8, hidden=8, nl_kernel_size=3).eval()
+    own = SNLRPN(anchor_num=5, in_channels=8, hidden=8, nl_kernel_size=3, language_features="own").eval()
+    assert set(own.state_dict()) - set(shared.state_dict()) == {
+        f"nl_conv_search.{key}" for key in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked")
+    }
+    assert (shared.language_features, own.language_features) == ("shared", "own")
+    own.load_state_dict(shared.state_dict(), strict=False)
+    z, x, text = level_inputs(2, 8, 6, 10, 1, seed=4)
+    with torch.no_grad():
+        own.nl_conv_search[0].weight.copy_(torch.randn(own.nl_conv_search[0].weight.shape, generator=generator))
+        first, second = shared(z, x, text), own(z, x, text)
+        for name in ("cls", "loc"):
+            assert torch.equal(first[name], second[name])
+        # The language outputs read the branch's own features: they follow its weights.
+        assert not torch.equal(first["nl_cls"], second["nl_cls"])
+        own.nl_conv_search[0].weight.copy_(own.cls.conv_search[0].weight)
+        own.nl_conv_search[1].load_state_dict(own.cls.conv_search[1].state_dict())
+        assert torch.equal(own(z, x, text)["nl_cls"], first["nl_cls"])
+    assert "nl_conv_search.0.weight" not in SNLRPN(in_channels=8, hidden=8, language=False, language_features="own").state_dict()
+    with pytest.raises(ValueError, match="language_features must be one of shared, own; got 'mine'"):
+        SNLRPN(in_channels=8, hidden=8, language_features="mine")
+
+
 def test_multi_snlrpn_keys():
     head = MultiSNLRPN(anchor_num=15, in_channels=(8, 8, 8))
     keys = set(head.state_dict())

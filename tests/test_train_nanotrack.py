@@ -142,6 +142,8 @@ def _visual_state(model):
         (("model", "hidden", 64), "model.hidden is 64"),
         (("targets", "positive_iou", 0.7), "targets.positive_iou is 0.7"),
         (("data", "search_size", 287), "data.search_size must be 255 for a nanotrack_v2 model"),
+        (("loss", "lookalike_weight", 1.0), "loss.lookalike_weight needs anchors; a nanotrack_v2 model has none"),
+        (("model", "language_features", "own"), "model.language_features: a nanotrack_v2 model's language head has shared"),
     ],
 )
 def test_anchor_keys_and_other_crop_sizes_are_rejected(tmp_path, override, message):

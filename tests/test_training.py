@@ -12,7 +12,7 @@ from snlt_fast.datasets import Dataset, Video, open_training_dataset
 from snlt_fast.training import config as config_module
 from snlt_fast.training.augmentation import Augmentation, augmented_crop, box_center_size, context_side
 from snlt_fast.training.config import ConfigError, load_config
-from snlt_fast.training.losses import Normalizer, head_losses, snlt_losses
+from snlt_fast.training.losses import Normalizer, anchor_ious, head_losses, lookalike_anchors, snlt_losses
 from snlt_fast.training.optim import epoch_lr, part_of, trains
 from snlt_fast.training.sampler import PairSampler, sample_rng
 from snlt_fast.ops.anchor_targets import AnchorTargets
@@ -55,6 +55,8 @@ def test_bundled_configs_load_with_their_recipes():
         (["train"], "expected key=value"),
         (["data.negative_prob=1.5"], "data.negative_prob must be a probability"),
         (["data.lookalike_prob=-0.1"], "data.lookalike_prob must be a probability"),
+        (["loss.lookalike_weight=-1"], "loss.lookalike_weight must be at least 0"),
+        (["model.language_features=both"], "model.language_features must be one of shared, own"),
         (["data.datasets=[{name: lasot, colour: red}]"], "unknown config key data.datasets.0.colour"),
     ],
 )
@@ -173,6 +175,23 @@ def test_crop_box_covers_the_target_pixels(flip):
         assert ys.max() - centre == pytest.approx(cy + h / 2 - 1, abs=1.5)
 
 
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_other_boxes_land_in_the_crop_as_the_target_does(flip):
+    box, other = (61, 51, 40, 30), (20, 100, 16, 24)
+    frame = _frame_with_box(box)
+    augmentation = Augmentation(shift=20.0, scale=0.1, flip=flip)
+    options = dict(out_size=255, exemplar_size=127, context=0.5, augmentation=augmentation, gray=False)
+    crop, target = augmented_crop(frame, box, rng=sample_rng(0, 1), **options)
+    # The same draws: asking for other boxes changes neither the crop nor the target.
+    same_crop, same_target, others = augmented_crop(frame, box, rng=sample_rng(0, 1), others=[box, other], **options)
+    assert np.array_equal(crop, same_crop) and np.array_equal(target, same_target)
+    assert others.shape == (2, 4) and np.array_equal(others[0], target)
+    # The other box is where a crop of it alone, with the same window, puts it.
+    _, alone = augmented_crop(frame, other, rng=sample_rng(0, 1), window_box=box, **options)
+    assert np.array_equal(others[1], alone)
+    assert augmented_crop(frame, box, rng=sample_rng(0, 1), others=np.zeros((0, 4)), **options)[2].shape == (0, 4)
+
+
 def test_unaugmented_crop_centres_the_target_at_the_template_scale():
     box = (61, 51, 40, 30)
     crop, target = augmented_crop(
@@ -213,6 +232,34 @@ def test_lookalike_crops_centre_on_a_look_alike_and_label_the_target_where_it_is
         assert np.abs(np.array([cx, cy]) - offset).max() <= config["search"]["shift"] + 1e-6
     assert centred >= 6
     assert len(SyntheticNL(videos=1, frames=5, seed=5, kind="plain")[0].lookalike_boxes(0)) == 0
+
+
+def test_samples_carry_the_look_alikes_of_their_search_crop():
+    from snlt_fast.datasets import SyntheticNL
+    from snlt_fast.training.data import PairDataset, collate
+
+    scenes = SyntheticNL(videos=4, frames=30, seed=5, kind="distractor")
+    config = load_config("synthetic-tiny", ["data.negative_prob=0.3"])["data"]
+    config["datasets"] = config["datasets"][:1]
+    dataset = PairDataset([scenes], config, seed=3)
+    samples = [dataset[index] for index in range(12)]
+    assert {bool(s["negative"]) for s in samples} == {True, False}
+    for index, sample in enumerate(samples):
+        pair = dataset.sampler.pair(sample_rng(3, index))
+        expected = 0 if pair.negative else len(scenes[pair.search.video].lookalike_boxes(pair.search.frame))
+        assert sample["lookalikes"].shape == (expected, 4)
+        if expected:  # mapped as the target: the same scale per axis
+            video, frame = scenes[pair.search.video], pair.search.frame
+            scale = sample["box"][2:] / torch.tensor(video.boxes[frame][2:], dtype=torch.float64)
+            sizes = torch.tensor(video.lookalike_boxes(frame)[:, 2:], dtype=torch.float64)
+            assert torch.allclose(sample["lookalikes"][:, 2:], sizes * scale)
+    batch = collate(samples)
+    most = max(len(s["lookalikes"]) for s in samples)
+    assert batch["lookalikes"].shape == (12, most, 4)
+    for row, sample in enumerate(samples):
+        count = len(sample["lookalikes"])
+        assert torch.equal(batch["lookalikes"][row, :count], sample["lookalikes"])
+        assert batch["lookalikes"][row, count:].isnan().all()
 
 
 # --------------------------------------------------------------------------- losses
@@ -261,6 +308,44 @@ def test_head_losses_equal_the_direct_computation():
         expected = _direct_head_losses(cls, loc, targets, mask)
         assert float(cls_loss) == pytest.approx(expected[0], rel=1e-5)
         assert float(loc_loss) == pytest.approx(expected[1], rel=1e-5)
+
+
+def test_lookalike_anchors_are_those_a_look_alike_fills_and_the_target_does_not():
+    # One anchor shape on a 3x3 grid of stride 10: cells at -10, 0, 10.
+    grid = torch.tensor([-10.0, 0.0, 10.0], dtype=torch.float64)
+    anchors = torch.stack(
+        [grid.repeat(3, 1), grid[:, None].repeat(1, 3), torch.full((3, 3), 10.0, dtype=torch.float64),
+         torch.full((3, 3), 10.0, dtype=torch.float64)]
+    )[:, None]
+    lookalikes = torch.tensor([[[10.0, 0.0, 10.0, 10.0], [math.nan] * 4], [[math.nan] * 4, [math.nan] * 4]], dtype=torch.float64)
+    ious = anchor_ious(anchors, lookalikes)
+    assert ious.shape == (2, 2, 1, 3, 3)
+    assert float(ious[0, 0, 0, 1, 2]) == 1.0 and float(ious[0, 0, 0, 1, 1]) == 0.0
+    assert ious[0, 1].isnan().all() and ious[1].isnan().all()
+    target_iou = torch.zeros(2, 1, 3, 3)
+    filled = lookalike_anchors(anchors, lookalikes, AnchorTargets(None, None, None, target_iou), 0.6, 0.3)
+    assert filled.nonzero().tolist() == [[0, 0, 1, 2]]
+    target_iou[0, 0, 1, 2] = 0.4  # the target overlaps that anchor too: it is no look-alike's alone
+    assert not lookalike_anchors(anchors, lookalikes, AnchorTargets(None, None, None, target_iou), 0.6, 0.3).any()
+
+
+def test_the_lookalike_term_is_the_background_nll_over_the_look_alike_anchors():
+    generator = torch.Generator().manual_seed(6)
+    batch, anchors, size = 3, 2, 4
+    outputs = {name: torch.randn(batch, k * anchors, size, size, generator=generator)
+               for name, k in (("cls", 2), ("loc", 4), ("nl_cls", 2), ("nl_loc", 4))}
+    targets = _random_targets(generator, batch, anchors, size)
+    filled = torch.zeros(batch, anchors, size, size, dtype=torch.bool)
+    filled[0, 1, 2, 3] = filled[1, 0, 0, 0] = filled[2, 1, 1, 1] = True
+    sentences = torch.tensor([True, True, False])  # the third sample's anchor does not count
+    _, plain = snlt_losses(outputs, targets, sentences, Normalizer())
+    _, weighted = snlt_losses(outputs, targets, sentences, Normalizer(), lookalikes=filled, lookalike_weight=2.0)
+    nl_cls = outputs["nl_cls"]
+    background = [torch.log_softmax(torch.stack([nl_cls[b, a, y, x], nl_cls[b, anchors + a, y, x]]), 0)[0]
+                  for b, a, y, x in ((0, 1, 2, 3), (1, 0, 0, 0))]
+    expected = float(plain["cls_nl"]) + 2.0 * float(-sum(background) / 2)
+    assert float(weighted["cls_nl"]) == pytest.approx(expected, rel=1e-6)
+    assert all(torch.equal(weighted[name], plain[name]) for name in ("cls_vis", "loc_vis", "loc_nl"))
 
 
 def test_losses_of_ranks_add_up_to_the_global_batch():

@@ -54,6 +54,8 @@ class SNLT(nn.Module):
     width        AlexNet only: the backbone's channel multiplier (1.0 is pysot's network).
     hidden       the channels of the RPN heads, the neck's outputs and the language kernels
                  (256 as pysot and SNLT).
+    language_features  "shared": the language branch correlates the visual branches'
+                 search features (the published SNLT); "own": it has its own (see SNLRPN).
     backend      the correlation backend (see snlt_fast.nn); reference=True is backend="reference".
 
     Attributes a tracker needs: arch, anchor_num, exemplar_size, instance_size,
@@ -75,6 +77,7 @@ class SNLT(nn.Module):
         hidden=HEAD_CHANNELS,
         anchor_ratios=None,
         anchor_scales=None,
+        language_features="shared",
         backend=None,
         reference=False,
     ):
@@ -97,12 +100,14 @@ class SNLT(nn.Module):
         if backbone == "resnet50":
             self.backbone = ResNet50Atrous()
             self.neck = AdjustAllLayer(ResNet50Atrous.out_channels, (hidden,) * 3)
-            self.rpn_head = MultiSNLRPN(anchor_num, (hidden,) * 3, weighted=True, language=has_language)
+            self.rpn_head = MultiSNLRPN(anchor_num, (hidden,) * 3, True, has_language, language_features)
         else:
             self.backbone = AlexNetLegacy(width)
             self.neck = None
             template_kernel = self._kernel_size(self.exemplar_size)
-            self.rpn_head = SNLRPN(anchor_num, self.backbone.out_channels[0], hidden, has_language, template_kernel)
+            self.rpn_head = SNLRPN(
+                anchor_num, self.backbone.out_channels[0], hidden, has_language, template_kernel, language_features
+            )
         levels = len(self.rpn_head.levels())
         self.language = LanguageKernels(language, levels, hidden, projection) if has_language else None
         self.instance_size = instance_size or DEFAULT_INSTANCE_SIZE[backbone]
@@ -165,6 +170,7 @@ class SNLT(nn.Module):
             "hidden": self.hidden,
             "anchor_ratios": list(self.anchor_ratios) if self.anchor_ratios else None,
             "anchor_scales": list(self.anchor_scales) if self.anchor_scales else None,
+            "language_features": self.rpn_head.levels()[0].language_features,
         }
 
     # ------------------------------------------------------------------ running

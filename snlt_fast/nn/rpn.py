@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from snlt_fast.nn.correlation import Correlating, correlate
 
 OUTPUT_NAMES = ("cls", "loc", "nl_cls", "nl_loc")
+LANGUAGE_FEATURES = ("shared", "own")
 
 
 def conv_bn_relu(in_channels, out_channels, kernel_size):
@@ -128,14 +129,22 @@ class SNLRPN(_LevelsHead):
 
     Used alone it is a whole head (SiamRPN with AlexNet) with pysot's DepthwiseRPN keys.
 
-    The language branch correlates each branch's search features with the language
-    kernel (1x1 per channel) and maps them with a 5x5 head to the visual branch's S x S.
+    The language branch correlates search features with the language kernel (1x1 per
+    channel) and maps them with a 5x5 head to the visual branch's S x S. With
+    language_features="shared" (the published SNLT) those are each visual branch's
+    conv_search outputs; with "own" the branch has its own conv_search (nl_conv_search),
+    so that template matching, which learns to ignore how the target's look drifts, does
+    not shape the features a sentence picks from.
     """
 
-    def __init__(self, anchor_num=5, in_channels=256, hidden=256, language=True, nl_kernel_size=5):
+    def __init__(self, anchor_num=5, in_channels=256, hidden=256, language=True, nl_kernel_size=5, language_features="shared"):
         super().__init__()
+        if language_features not in LANGUAGE_FEATURES:
+            raise ValueError(f"language_features must be one of {', '.join(LANGUAGE_FEATURES)}; got {language_features!r}")
         self.cls = DepthwiseXCorr(in_channels, hidden, 2 * anchor_num)
         self.loc = DepthwiseXCorr(in_channels, hidden, 4 * anchor_num)
+        if language and language_features == "own":
+            self.nl_conv_search = conv_bn_relu(in_channels, hidden, 3)
         if language:
             # The NL head takes the 1x1 correlation (as large as the search features) down
             # to the visual correlation's size: its kernel is as large as the template
@@ -146,6 +155,10 @@ class SNLRPN(_LevelsHead):
     @property
     def has_language(self):
         return hasattr(self, "nl_cls_head")
+
+    @property
+    def language_features(self):
+        return "own" if hasattr(self, "nl_conv_search") else "shared"
 
     def levels(self):
         return [self]
@@ -161,7 +174,11 @@ class SNLRPN(_LevelsHead):
         cls_search, loc_search = self.cls.conv_search(x_f), self.loc.conv_search(x_f)
         searches, kernels = [cls_search, loc_search], [cls_kernel, loc_kernel]
         if language_kernel is not None:
-            searches += [cls_search, loc_search]
+            if hasattr(self, "nl_conv_search"):
+                nl_search = self.nl_conv_search(x_f)
+                searches += [nl_search, nl_search]
+            else:
+                searches += [cls_search, loc_search]
             kernels += [language_kernel, language_kernel]
         return searches, kernels
 
@@ -180,11 +197,11 @@ class MultiSNLRPN(_LevelsHead):
     levels are averaged. With language=False this is pysot's MultiRPN, key for key.
     """
 
-    def __init__(self, anchor_num=5, in_channels=(256, 256, 256), weighted=True, language=True):
+    def __init__(self, anchor_num=5, in_channels=(256, 256, 256), weighted=True, language=True, language_features="shared"):
         super().__init__()
         self.level_names = [f"rpn{index + 2}" for index in range(len(in_channels))]
         for name, channels in zip(self.level_names, in_channels):
-            self.add_module(name, SNLRPN(anchor_num, channels, channels, language))
+            self.add_module(name, SNLRPN(anchor_num, channels, channels, language, language_features=language_features))
         self.weighted = weighted
         if weighted:
             for name in OUTPUT_NAMES[: 4 if language else 2]:

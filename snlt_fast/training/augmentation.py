@@ -86,12 +86,16 @@ def _gray(crop):
     return cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
 
-def augmented_crop(frame, box, *, out_size, exemplar_size, context, augmentation, gray, rng, fill=None, window_box=None):
+def augmented_crop(
+    frame, box, *, out_size, exemplar_size, context, augmentation, gray, rng, fill=None, window_box=None, others=None
+):
     """One augmented crop of the target `box` (1-based x, y, w, h) in `frame` (HxWx3 uint8 BGR).
 
     Returns (crop [out_size, out_size, 3] float32 BGR in 0..255, target (cx, cy, w, h)
     relative to the crop centre). Draws from `rng` in a fixed order. `window_box`
     (default: `box`) is the box the window is cut around; the target is still `box`.
+    `others`, (k, 4) boxes of other objects of the frame, adds a third result: those
+    boxes in the crop, as the target.
     """
     cx, cy, w, h = box_center_size(box)
     window_cx, window_cy, window_w, window_h = box_center_size(box if window_box is None else window_box)
@@ -104,9 +108,13 @@ def augmented_crop(frame, box, *, out_size, exemplar_size, context, augmentation
     if fill is None:
         fill = frame.reshape(-1, 3).mean(axis=0)
     crop, scale_x, scale_y = warp(frame, center, sides, out_size, fill)
-    # The target's offset from the window's box is exactly 0 when the window is the target's.
-    offset = ((cx - window_cx) * scale_x, (cy - window_cy) * scale_y)
-    target = np.array([offset[0] - shift[0], offset[1] - shift[1], w * scale_x, h * scale_y], dtype=np.float64)
+
+    def in_crop(cx, cy, w, h):
+        # A box's offset from the window's box is exactly 0 when the window is that box's.
+        offset = ((cx - window_cx) * scale_x, (cy - window_cy) * scale_y)
+        return [offset[0] - shift[0], offset[1] - shift[1], w * scale_x, h * scale_y]
+
+    boxes = np.array([in_crop(cx, cy, w, h)] + [in_crop(*box_center_size(b)) for b in (others if others is not None else ())])
     if gray:
         crop = _gray(crop)
     if rng.random() < augmentation.color:
@@ -116,5 +124,7 @@ def augmented_crop(frame, box, *, out_size, exemplar_size, context, augmentation
         crop = _motion_blur(crop, rng)
     if rng.random() < augmentation.flip:
         crop = np.ascontiguousarray(crop[:, ::-1])
-        target[0] = -target[0]
-    return crop, target
+        boxes[:, 0] = -boxes[:, 0]
+    if others is None:
+        return crop, boxes[0]
+    return crop, boxes[0], boxes[1:].reshape(-1, 4)

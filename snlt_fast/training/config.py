@@ -70,6 +70,7 @@ SCHEMA = {
         "language": Field(str, "minilm", nullable=True),
         "width": Field(float, 1.0),
         "hidden": Field(int, 256),
+        "language_features": Field(str, "shared", choices=("shared", "own")),
         "anchor_ratios": Field(list, [0.33, 0.5, 1, 2, 3]),
         "anchor_scales": Field(list, [4, 8, 16]),
         "init_from": Field(str, None, nullable=True),
@@ -101,6 +102,7 @@ SCHEMA = {
     "loss": {
         "cls_weight": Field(float, 1.0),
         "loc_weight": Field(float, 1.2),
+        "lookalike_weight": Field(float, 0.0),
         "skip_above": Field(float, 1e4),
     },
     "optimizer": {
@@ -224,6 +226,8 @@ def _check_values(config):
         for key in ("blur", "flip", "color"):
             if not 0 <= data[side][key] <= 1:
                 raise ConfigError(f"data.{side}.{key} must be a probability in [0, 1], got {data[side][key]}")
+    if config["loss"]["lookalike_weight"] < 0:
+        raise ConfigError(f"loss.lookalike_weight must be at least 0, got {config['loss']['lookalike_weight']}")
     if data["exemplar_size"] >= data["search_size"]:
         raise ConfigError(f"data.search_size ({data['search_size']}) must exceed data.exemplar_size ({data['exemplar_size']})")
     if not 0 <= targets["negative_iou"] <= targets["positive_iou"] <= 1:

@@ -31,7 +31,8 @@ def open_source(entry):
 
 class PairDataset(torch.utils.data.Dataset):
     """Sample `index` -> dict(template [3, E, E] float32, search [3, S, S] float32, box [4] float64
-    (cx, cy, w, h relative to the search crop centre), negative bool, sentence str or None,
+    (cx, cy, w, h relative to the search crop centre), lookalikes [k, 4] float64 (the target's
+    look-alikes in the search crop, as box), negative bool, sentence str or None,
     target_seeds [2] int64 for anchor_targets)."""
 
     def __init__(self, sources, data_config, seed):
@@ -57,23 +58,26 @@ class PairDataset(torch.utils.data.Dataset):
         rng = sample_rng(self.seed, index)
         pair = self.sampler.pair(rng)
         gray = bool(rng.random() < self.gray_prob)
-        crops = []
-        for ref, size, augmentation, window in (
-            (pair.template, self.exemplar_size, self.template_augmentation, None),
-            (pair.search, self.search_size, self.search_augmentation, pair.lookalike_box),
-        ):
-            video = self._video(ref)
-            crop, target = augmented_crop(
-                video.frame(ref.frame), video.boxes[ref.frame], out_size=size, exemplar_size=self.exemplar_size,
-                context=self.context, augmentation=augmentation, gray=gray, rng=rng, window_box=window,
-            )
-            crops.append((crop, target))
-        sentence = self._video(pair.template).sentence
+        options = dict(exemplar_size=self.exemplar_size, context=self.context, gray=gray, rng=rng)
+        template = self._video(pair.template)
+        template_crop, _ = augmented_crop(
+            template.frame(pair.template.frame), template.boxes[pair.template.frame], out_size=self.exemplar_size,
+            augmentation=self.template_augmentation, **options,
+        )
+        search = self._video(pair.search)
+        # A negative pair's search frame shows another video's objects: none of them is a look-alike of this target.
+        lookalikes = np.zeros((0, 4)) if pair.negative else search.lookalike_boxes(pair.search.frame)
+        search_crop, box, lookalikes = augmented_crop(
+            search.frame(pair.search.frame), search.boxes[pair.search.frame], out_size=self.search_size,
+            augmentation=self.search_augmentation, window_box=pair.lookalike_box, others=lookalikes, **options,
+        )
+        sentence = template.sentence
         return {
             "index": index,
-            "template": torch.from_numpy(crops[0][0]).permute(2, 0, 1).contiguous(),
-            "search": torch.from_numpy(crops[1][0]).permute(2, 0, 1).contiguous(),
-            "box": torch.from_numpy(crops[1][1]),
+            "template": torch.from_numpy(template_crop).permute(2, 0, 1).contiguous(),
+            "search": torch.from_numpy(search_crop).permute(2, 0, 1).contiguous(),
+            "box": torch.from_numpy(box),
+            "lookalikes": torch.from_numpy(lookalikes),
             "negative": pair.negative,
             "sentence": sentence if sentence and sentence.strip() else None,
             # The anchor targets' random choice, keyed by the sample alone (see RunBatches).
@@ -82,11 +86,17 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 def collate(samples):
+    # Samples hold different numbers of look-alikes: NaN boxes fill the rest (they overlap nothing).
+    most = max(1, *(len(s["lookalikes"]) for s in samples))
+    lookalikes = torch.full((len(samples), most, 4), float("nan"), dtype=torch.float64)
+    for row, sample in enumerate(samples):
+        lookalikes[row, : len(sample["lookalikes"])] = sample["lookalikes"]
     return {
         "index": [s["index"] for s in samples],
         "template": torch.stack([s["template"] for s in samples]),
         "search": torch.stack([s["search"] for s in samples]),
         "box": torch.stack([s["box"] for s in samples]),
+        "lookalikes": lookalikes,
         "negative": torch.tensor([s["negative"] for s in samples]),
         "sentence": [s["sentence"] for s in samples],
         "target_seeds": torch.stack([s["target_seeds"] for s in samples]),

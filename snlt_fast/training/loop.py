@@ -25,7 +25,9 @@ from snlt_fast.ops.anchors import generate_anchors
 from snlt_fast.training import config as config_module
 from snlt_fast.training import distributed, optim, state
 from snlt_fast.training.data import PairDataset, RunBatches, loader, open_source
-from snlt_fast.training.losses import LOSS_NAMES, Normalizer, head_losses, point_head_losses, snlt_losses
+from snlt_fast.training.losses import (
+    LOSS_NAMES, Normalizer, head_losses, lookalike_anchors, point_head_losses, snlt_losses,
+)
 from snlt_fast.training.point_targets import model_points, point_targets
 
 # A sentence for samples that have none: the language head runs on every sample so that
@@ -75,6 +77,10 @@ def _check_point_form_config(config, arch):
                 f"{section}.{key} is {config[section][key]!r}, but a {arch} model has no anchors (point form): "
                 f"leave it at its default {defaults[section][key]!r}"
             )
+    if config["loss"]["lookalike_weight"]:
+        raise config_module.ConfigError(f"loss.lookalike_weight needs anchors; a {arch} model has none (point form)")
+    if config["model"]["language_features"] != "shared":
+        raise config_module.ConfigError(f"model.language_features: a {arch} model's language head has shared features only")
     for key, size in (("exemplar_size", NanoTrack.exemplar_size), ("search_size", NanoTrack.instance_size)):
         if config["data"][key] != size:
             raise config_module.ConfigError(f"data.{key} must be {size} for a {arch} model, got {config['data'][key]}")
@@ -94,6 +100,7 @@ def _anchor_overrides(config):
         overrides["width"] = model_config["width"]
     if model_config["arch"].startswith("snlt"):
         overrides["language"] = model_config["language"]
+        overrides["language_features"] = model_config["language_features"]
     return overrides
 
 
@@ -244,9 +251,17 @@ class Trainer:
         with _autocast(self.config["precision"], self.device):
             outputs = network(template, search, text)
         loss_config = self.config["loss"]
+        lookalikes = None
+        if loss_config["lookalike_weight"]:
+            targets_config = self.config["targets"]
+            lookalikes = lookalike_anchors(
+                self.anchors, batch["lookalikes"].to(self.device), targets,
+                targets_config["positive_iou"], targets_config["negative_iou"],
+            )
         total, terms = snlt_losses(
             outputs, targets, has_sentence, self.normalizer, loss_config["cls_weight"], loss_config["loc_weight"],
             losses_of_head=point_head_losses if self.point_form else head_losses,
+            lookalikes=lookalikes, lookalike_weight=loss_config["lookalike_weight"],
         )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

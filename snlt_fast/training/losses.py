@@ -8,6 +8,11 @@ summed over the sample and averaged over the batch's samples; total = cls_weight
 samples that have a sentence (their labels ignored otherwise; its L1 averaged over
 those samples), so a batch without sentences adds exactly 0, never a NaN.
 
+With loss.lookalike_weight, the language head's classification adds that weight times
+the mean NLL of "background" over the anchors a look-alike of the target fills (IoU above
+positive_iou with it, below negative_iou with the target): pysot's random negatives
+seldom fall on a look-alike, and it is there that the sentence has to decide.
+
 Point-form heads (NanoTrack, targets of snlt_fast.training.point_targets) have the same
 classification term over their labelled points, and as regression the linear IoU loss
 1 - IoU of the predicted and the target (l, t, r, b) boxes, averaged over the positive
@@ -106,15 +111,50 @@ def point_head_losses(cls, loc, targets, sample_mask, normalizer):
     return _head_terms(F.log_softmax(cls.float(), dim=1), labels, iou_loss, positive.sum(), normalizer)
 
 
-def snlt_losses(outputs, targets, has_sentence, normalizer, cls_weight=1.0, loc_weight=1.2, losses_of_head=head_losses):
+def anchor_ious(anchors, boxes):
+    """IoU [B, K, A, S, S] of anchors [4, A, S, S] with boxes [B, K, 4] (all cx, cy, w, h); NaN for a NaN box."""
+    ax, ay, aw, ah = anchors.to(boxes.dtype)[:, None, None]
+    bx, by, bw, bh = (v[..., None, None, None] for v in boxes.unbind(-1))
+    iw = (torch.minimum(ax + aw / 2, bx + bw / 2) - torch.maximum(ax - aw / 2, bx - bw / 2)).clamp(min=0)
+    ih = (torch.minimum(ay + ah / 2, by + bh / 2) - torch.maximum(ay - ah / 2, by - bh / 2)).clamp(min=0)
+    inter = iw * ih
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def lookalike_anchors(anchors, lookalikes, targets, positive_iou, negative_iou):
+    """[B, A, S, S] bool: the anchors that look-alikes [B, K, 4] fill (IoU > positive_iou with
+    one of them) and the target does not (IoU < negative_iou with it; NaN boxes fill nothing)."""
+    filled = (anchor_ious(anchors, lookalikes) > positive_iou).any(dim=1)
+    return filled & (targets.iou.to(torch.float64) < negative_iou)
+
+
+def lookalike_term(nl_cls, anchors_filled, sample_mask, normalizer):
+    """Mean NLL of background over the look-alike anchors of the samples where sample_mask is True."""
+    filled = anchors_filled & _counted(sample_mask, anchors_filled)
+    batch, _, height, width = nl_cls.shape
+    cls = torch.where(_counted(sample_mask, nl_cls), nl_cls, 0)
+    log_background = F.log_softmax(cls.float().view(batch, 2, -1, height, width), dim=1)[:, 0]
+    count = normalizer.global_counts([filled.sum()])[0]
+    return (normalizer.world_size * -torch.where(filled, log_background, 0).sum() / count).float()
+
+
+def snlt_losses(
+    outputs, targets, has_sentence, normalizer, cls_weight=1.0, loc_weight=1.2, losses_of_head=head_losses,
+    lookalikes=None, lookalike_weight=0.0,
+):
     """(total, {name: term}) for the head outputs of SNLT.forward or NanoTrack.forward; the
     language terms are 0 without nl_cls. losses_of_head: head_losses (anchor form, targets
-    of anchor_targets) or point_head_losses (point form, targets of point_targets)."""
+    of anchor_targets) or point_head_losses (point form, targets of point_targets).
+    lookalikes: lookalike_anchors' mask, whose term joins cls_nl times lookalike_weight."""
     every = torch.ones_like(has_sentence)
     terms = dict(zip(LOSS_NAMES[:2], losses_of_head(outputs["cls"], outputs["loc"], targets, every, normalizer)))
     if "nl_cls" in outputs:
         language = losses_of_head(outputs["nl_cls"], outputs["nl_loc"], targets, has_sentence, normalizer)
         terms.update(zip(LOSS_NAMES[2:], language))
+        if lookalike_weight:
+            terms["cls_nl"] = terms["cls_nl"] + lookalike_weight * lookalike_term(
+                outputs["nl_cls"], lookalikes, has_sentence, normalizer
+            )
     else:
         zero = outputs["cls"].new_zeros((), dtype=torch.float32)
         terms.update(cls_nl=zero, loc_nl=zero)
