@@ -80,7 +80,7 @@ def heldout_seeds():
 
 
 def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain"), seeds=None):
-    """{kind: {mode: mean success AUC over `videos` videos}} with and without the sentence,
+    """{kind: {mode: success AUC of each of `videos` videos}} with and without the sentence,
     on the seeds of `seeds` ({kind: seed}; default the held-out ones)."""
     from snlt_fast.datasets import SyntheticNL
     from snlt_fast.evaluation.metrics import success_curve
@@ -92,8 +92,18 @@ def heldout_comparison(model, videos=100, frames=80, kinds=("distractor", "plain
         results[kind] = {}
         for mode in MODES:
             aucs = [success_curve(v.boxes, _track(model, v, mode == MODES[0])[0], v.absent).mean() for v in dataset]
-            results[kind][mode] = float(np.mean(aucs))
+            results[kind][mode] = np.array(aucs)
     return results
+
+
+def paired_difference(with_sentence, visual):
+    """(mean, standard error) of the per-video differences of two runs over the same videos;
+    the error is None for a single video. Both runs see the same scenes, so the pairing
+    removes most of the scene-to-scene spread of the AUCs."""
+    differences = np.asarray(with_sentence) - np.asarray(visual)
+    if len(differences) < 2:
+        return float(differences.mean()), None
+    return float(differences.mean()), float(differences.std(ddof=1) / np.sqrt(len(differences)))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -275,10 +285,12 @@ def main(argv=None):
         parser.error(f"--weights: {error}")
     seeds = VALIDATION_SEEDS if args.what == "validation" else heldout_seeds()
     results = heldout_comparison(model, videos=args.videos, seeds=seeds)
-    print("| scenes | with sentence | visual only | difference |\n|---|---:|---:|---:|")
+    print("| scenes | with sentence | visual only | difference | its standard error |\n|---|---:|---:|---:|---:|")
     for kind, aucs in results.items():
         with_sentence, visual = aucs[MODES[0]], aucs[MODES[1]]
-        print(f"| {kind} | {100 * with_sentence:.1f} | {100 * visual:.1f} | {100 * (with_sentence - visual):+.1f} |")
+        difference, error = paired_difference(with_sentence, visual)
+        shown = "-" if error is None else f"{100 * error:.1f}"
+        print(f"| {kind} | {100 * with_sentence.mean():.1f} | {100 * visual.mean():.1f} | {100 * difference:+.1f} | {shown} |")
 
 
 if __name__ == "__main__":

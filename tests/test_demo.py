@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,19 @@ def test_validation_seeds_are_training_seeds_no_bundled_config_trains_on():
     assert not any(seed in TRAINING_SEEDS for seed in heldout_seeds().values())
 
 
+def test_the_paired_difference_and_its_standard_error():
+    from snlt_fast.demo import paired_difference
+
+    with_sentence, visual = np.array([0.6, 0.5, 0.7, 0.4]), np.array([0.5, 0.5, 0.5, 0.5])
+    mean, error = paired_difference(with_sentence, visual)
+    differences = [0.1, 0.0, 0.2, -0.1]
+    assert mean == pytest.approx(0.05)
+    assert error == pytest.approx(np.sqrt(sum((d - 0.05) ** 2 for d in differences) / 3) / 2)
+    # A constant offset has no spread: the pairing takes out what the scenes share.
+    assert paired_difference(visual + 0.02, visual) == (pytest.approx(0.02), pytest.approx(0.0, abs=1e-15))
+    assert paired_difference([0.3], [0.1]) == (pytest.approx(0.2), None)
+
+
 @requires_minilm
 def test_validation_comparison_of_a_checkpoint(tmp_path):
     command = [sys.executable, "-m", "snlt_fast.demo", "validation", "--videos", "1"]
@@ -75,6 +89,7 @@ def test_validation_comparison_of_a_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith(("| distractor", "| plain"))]
     assert len(rows) == 2 and all(float(row[4]) == pytest.approx(float(row[2]) - float(row[3]), abs=0.11) for row in rows)
+    assert all(row[5].strip() == "-" for row in rows)  # one video: no spread to estimate
     done = subprocess.run([*command, "--weights", str(tmp_path / "none.pth")], capture_output=True, text=True)
     assert done.returncode == 2 and "--weights" in done.stderr and "no such file" in done.stderr
     assert "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ the sentence encoder on every frame.)
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snlt_fast.language import MINILM, LanguageKernels
@@ -246,7 +247,7 @@ class SNLT(nn.Module):
                 f"x_crop holds {batch} search crops but the template holds {state.batch} targets "
                 "(a template batch of 1 is shared by every crop)"
             )
-        return self.rpn_head.track(self.features(x_crop), state)
+        return self.rpn_head.track(self.features(x_crop), state, self._pixels(x_crop, state.language is not None))
 
     def forward(self, template, search, text=None):
         """Training: the head outputs for a batch of (template, search[, sentence]) triples."""
@@ -255,7 +256,18 @@ class SNLT(nn.Module):
         if template.shape[0] != search.shape[0]:
             raise ValueError(f"template and search batches differ: {template.shape[0]} and {search.shape[0]}")
         language = None if text is None else self.language_kernels(text, template.shape[0])
-        return self.rpn_head(self.features(template), self.features(search), language)
+        return self.rpn_head(self.features(template), self.features(search), language, self._pixels(search, language is not None))
+
+    def _pixels(self, crop, with_language):
+        """The crop's colours averaged over 7x7 windows at the backbone's cell centres (AlexNet: 8 px apart,
+        the first at (R - 1) / 2 for a receptive field R), scaled to [-1, 1]; None unless the language
+        branch reads them."""
+        if not with_language or self.rpn_head.levels()[0].language_features != "own+pixels":
+            return None
+        cells = self.backbone.feature_size(crop.shape[-1])
+        first = (crop.shape[-1] - self.stride * (cells - 1) - 1) // 2
+        pooled = F.avg_pool2d(crop[:, :, first - 3 :, first - 3 :], kernel_size=7, stride=self.stride)
+        return pooled[:, :, :cells, :cells] / 127.5 - 1
 
 
 DEFAULT_ANCHOR_RATIOS = (0.33, 0.5, 1, 2, 3)

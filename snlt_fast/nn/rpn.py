@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from snlt_fast.nn.correlation import Correlating, correlate
 
 OUTPUT_NAMES = ("cls", "loc", "nl_cls", "nl_loc")
-LANGUAGE_FEATURES = ("shared", "own")
+LANGUAGE_FEATURES = ("shared", "own", "own+pixels")
 
 
 def conv_bn_relu(in_channels, out_channels, kernel_size):
@@ -99,8 +99,10 @@ class _LevelsHead(Correlating, nn.Module, metaclass=abc.ABCMeta):
         kernels = [level.template_kernels(z_f) for level, z_f in zip(self.levels(), z_fs)]
         return TemplateKernels([k[0] for k in kernels], [k[1] for k in kernels], language_kernels)
 
-    def track(self, x_fs, template):
-        """The search side for one frame: a dict cls, loc (+ nl_cls, nl_loc when the template has language)."""
+    def track(self, x_fs, template, pixels=None):
+        """The search side for one frame: a dict cls, loc (+ nl_cls, nl_loc when the template has language).
+
+        pixels: the search crop's colours on the feature grid, for language_features="own+pixels"."""
         x_fs = self._as_levels(x_fs, "x_fs")
         levels = self.levels()
         language = template.language or [None] * len(levels)
@@ -108,7 +110,7 @@ class _LevelsHead(Correlating, nn.Module, metaclass=abc.ABCMeta):
         for level, x_f, cls_kernel, loc_kernel, language_kernel in zip(
             levels, x_fs, template.cls, template.loc, language
         ):
-            level_searches, level_kernels = level.correlation_pairs(x_f, cls_kernel, loc_kernel, language_kernel)
+            level_searches, level_kernels = level.correlation_pairs(x_f, cls_kernel, loc_kernel, language_kernel, pixels)
             searches += level_searches
             kernels += level_kernels
             counts.append(len(level_searches))
@@ -120,8 +122,8 @@ class _LevelsHead(Correlating, nn.Module, metaclass=abc.ABCMeta):
         names = OUTPUT_NAMES[: counts[0]]
         return {name: self.fuse(name, [outputs[i] for outputs in per_level]) for i, name in enumerate(names)}
 
-    def forward(self, z_fs, x_fs, language_kernels=None):
-        return self.track(x_fs, self.template(z_fs, language_kernels))
+    def forward(self, z_fs, x_fs, language_kernels=None, pixels=None):
+        return self.track(x_fs, self.template(z_fs, language_kernels), pixels)
 
 
 class SNLRPN(_LevelsHead):
@@ -143,8 +145,9 @@ class SNLRPN(_LevelsHead):
             raise ValueError(f"language_features must be one of {', '.join(LANGUAGE_FEATURES)}; got {language_features!r}")
         self.cls = DepthwiseXCorr(in_channels, hidden, 2 * anchor_num)
         self.loc = DepthwiseXCorr(in_channels, hidden, 4 * anchor_num)
-        if language and language_features == "own":
-            self.nl_conv_search = conv_bn_relu(in_channels, hidden, 3)
+        if language and language_features != "shared":
+            pixel_channels = 3 if language_features == "own+pixels" else 0
+            self.nl_conv_search = conv_bn_relu(in_channels + pixel_channels, hidden, 3)
         if language:
             # The NL head takes the 1x1 correlation (as large as the search features) down
             # to the visual correlation's size: its kernel is as large as the template
@@ -158,7 +161,9 @@ class SNLRPN(_LevelsHead):
 
     @property
     def language_features(self):
-        return "own" if hasattr(self, "nl_conv_search") else "shared"
+        if not hasattr(self, "nl_conv_search"):
+            return "shared"
+        return "own+pixels" if self.nl_conv_search[0].in_channels > self.cls.conv_search[0].in_channels else "own"
 
     def levels(self):
         return [self]
@@ -169,13 +174,13 @@ class SNLRPN(_LevelsHead):
     def template_kernels(self, z_f):
         return self.cls.conv_kernel(z_f), self.loc.conv_kernel(z_f)
 
-    def correlation_pairs(self, x_f, cls_kernel, loc_kernel, language_kernel=None):
+    def correlation_pairs(self, x_f, cls_kernel, loc_kernel, language_kernel=None, pixels=None):
         """(searches, kernels) of this level: visual cls, visual loc, then language cls, language loc."""
         cls_search, loc_search = self.cls.conv_search(x_f), self.loc.conv_search(x_f)
         searches, kernels = [cls_search, loc_search], [cls_kernel, loc_kernel]
         if language_kernel is not None:
             if hasattr(self, "nl_conv_search"):
-                nl_search = self.nl_conv_search(x_f)
+                nl_search = self.nl_conv_search(x_f if pixels is None else torch.cat([x_f, pixels], dim=1))
                 searches += [nl_search, nl_search]
             else:
                 searches += [cls_search, loc_search]

@@ -70,7 +70,7 @@ SCHEMA = {
         "language": Field(str, "minilm", nullable=True),
         "width": Field(float, 1.0),
         "hidden": Field(int, 256),
-        "language_features": Field(str, "shared", choices=("shared", "own")),
+        "language_features": Field(str, "shared", choices=("shared", "own", "own+pixels")),
         "anchor_ratios": Field(list, [0.33, 0.5, 1, 2, 3]),
         "anchor_scales": Field(list, [4, 8, 16]),
         "init_from": Field(str, None, nullable=True),
