@@ -282,3 +282,28 @@ def test_training_step_gradients_fast_equal_reference(word_vectors, backend):
     assert gradients[backend].keys() == gradients["reference"].keys()
     for parameter, grad in gradients["reference"].items():
         assert torch.equal(gradients[backend][parameter], grad), parameter
+
+
+def test_language_pixels_are_the_crop_colours_at_the_alexnet_cell_centres(word_vectors):
+    model = SNLT("alexnet", language=word_vectors, anchor_num=5, instance_size=255, width=0.25, hidden=16,
+                 language_features="own+pixels").eval()
+    assert model.config()["language_features"] == "own+pixels"
+    crop = torch.zeros(1, 3, 255, 255)
+    cells = model.backbone.feature_size(255)
+    receptive_field = 255 - model.stride * (cells - 1)
+    centre = (receptive_field - 1) // 2
+    # Windows of 7 pixels, 8 apart: one pixel at the centre of cell (row 2, column 5), one in
+    # the row between its window and the next (in no window) and one in the next window.
+    crop[0, 1, centre + 2 * 8, centre + 5 * 8] = 7 * 7 * 255
+    crop[0, 0, centre + 2 * 8 + 4, centre + 5 * 8] = 1.0
+    crop[0, 2, centre + 2 * 8 + 5, centre + 5 * 8] = 1.0
+    pixels = model._pixels(crop, with_language=True)
+    assert pixels.shape == (1, 3, cells, cells) == (1, 3, *model.features(crop)[0].shape[2:])
+    lit = (pixels[0] > -1).nonzero().tolist()
+    assert lit == [[1, 2, 5], [2, 3, 5]]
+    assert float(pixels[0, 1, 2, 5]) == 255 / 127.5 - 1
+    assert model._pixels(crop, with_language=False) is None
+    outputs = model(crops(2, 127, 1), crops(2, 255, 2), ["a red car", "a dog"])
+    assert outputs["nl_cls"].shape == outputs["cls"].shape
+    with pytest.raises(ValueError, match="language_features='own\\+pixels' needs the alexnet backbone"):
+        SNLT("resnet50", language=word_vectors, language_features="own+pixels")

@@ -56,7 +56,7 @@ def test_bundled_configs_load_with_their_recipes():
         (["data.negative_prob=1.5"], "data.negative_prob must be a probability"),
         (["data.lookalike_prob=-0.1"], "data.lookalike_prob must be a probability"),
         (["loss.lookalike_weight=-1"], "loss.lookalike_weight must be at least 0"),
-        (["model.language_features=both"], "model.language_features must be one of shared, own"),
+        (["model.language_features=both"], "model.language_features must be one of shared, own, own\\+pixels"),
         (["data.datasets=[{name: lasot, colour: red}]"], "unknown config key data.datasets.0.colour"),
     ],
 )

@@ -56,7 +56,8 @@ class SNLT(nn.Module):
     hidden       the channels of the RPN heads, the neck's outputs and the language kernels
                  (256 as pysot and SNLT).
     language_features  "shared": the language branch correlates the visual branches'
-                 search features (the published SNLT); "own": it has its own (see SNLRPN).
+                 search features (the published SNLT); "own": it has its own (see SNLRPN);
+                 "own+pixels" (AlexNet): those also read the crop's colours on the feature grid.
     backend      the correlation backend (see snlt_fast.nn); reference=True is backend="reference".
 
     Attributes a tracker needs: arch, anchor_num, exemplar_size, instance_size,
@@ -92,6 +93,8 @@ class SNLT(nn.Module):
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         if backbone != "alexnet" and width != 1.0:
             raise ValueError(f"width scales the alexnet backbone only; got width={width!r} for {backbone}")
+        if language_features == "own+pixels" and backbone != "alexnet":
+            raise ValueError(f"language_features='own+pixels' needs the alexnet backbone (its cells' centres are known); got {backbone}")
         if reference and backend not in (None, "reference"):
             raise ValueError(f"reference=True runs the reference ops; it contradicts backend={backend!r}")
         has_language = language is not None and language is not False
