@@ -463,3 +463,18 @@ def test_generator_on_another_device():
     call = {k: v.cuda() for k, v in good_call().items()}
     with pytest.raises(ValueError, match="generator"):
         snlt_fast.anchor_targets(**call, generator=torch.Generator().manual_seed(0))
+
+
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(1, 4), others=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_anchor_ious_are_the_ious_anchor_targets_sees(batch, others, seed):
+    generator = torch.Generator().manual_seed(seed)
+    anchors = anchors_for(5, 7)
+    boxes = torch.stack([random_boxes(batch, generator) for _ in range(others)], dim=1)
+    ious = op.anchor_ious(anchors, boxes)
+    assert ious.shape == (batch, others, 5, 7, 7) and ious.dtype == torch.float64
+    for k in range(others):
+        targets = snlt_fast.anchor_targets(anchors, boxes[:, k], seeds=torch.zeros(batch, 2, dtype=torch.int64))
+        assert torch.equal(ious[:, k].to(torch.float32), targets.iou)
+    boxes[0, 0] = math.nan  # a padding row: no overlap with anything
+    assert op.anchor_ious(anchors, boxes)[0, 0].isnan().all()

@@ -99,7 +99,8 @@ def test_own_language_features_add_a_language_search_conv_and_leave_the_visual_o
         own.nl_conv_search[0].weight.copy_(own.cls.conv_search[0].weight)
         own.nl_conv_search[1].load_state_dict(own.cls.conv_search[1].state_dict())
         assert torch.equal(own(z, x, text)["nl_cls"], first["nl_cls"])
-    assert "nl_conv_search.0.weight" not in SNLRPN(in_channels=8, hidden=8, language=False, language_features="own").state_dict()
+    visual = SNLRPN(in_channels=8, hidden=8, language=False, language_features="own")
+    assert "nl_conv_search.0.weight" not in visual.state_dict() and visual.language_features == "shared"
     pixels = SNLRPN(in_channels=8, hidden=8, language_features="own+pixels")
     assert pixels.language_features == "own+pixels" and pixels.nl_conv_search[0].in_channels == 8 + 3
     with pytest.raises(ValueError, match="language_features must be one of shared, own, own\\+pixels; got 'mine'"):

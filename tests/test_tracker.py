@@ -288,6 +288,20 @@ def _drifting_square(count, height=240, width=320):
     return frames, (100.0, 80.0, 30.0, 40.0)
 
 
+def test_template_side_rounds_its_square_root_as_pysot_does():
+    """pysot's np.sqrt is correctly rounded; torch's CPU sqrt is an ulp off for some inputs,
+    which would move the scale, and so the boxes, by that ulp."""
+    frames, box = _drifting_square(2)
+    torch.manual_seed(0)
+    tracker = SNLTracker(calibrate_random_weights(build_model("siamrpn_alex"), frames[0], box))
+    sizes = torch.rand(4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 200 + 2
+    context = 0.5 * sizes.numpy().sum(axis=1, keepdims=True)
+    padded = sizes.numpy() + context
+    expected = np.sqrt(padded[:, 0] * padded[:, 1])
+    assert not np.array_equal(torch.sqrt(torch.from_numpy(padded[:, 0] * padded[:, 1])).numpy(), expected)
+    assert np.array_equal(tracker._template_side(sizes).numpy(), expected)
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_cuda_graph_replay_without_data_or_encoder(backend):

@@ -12,10 +12,10 @@ from snlt_fast.datasets import Dataset, Video, open_training_dataset
 from snlt_fast.training import config as config_module
 from snlt_fast.training.augmentation import Augmentation, augmented_crop, box_center_size, context_side
 from snlt_fast.training.config import ConfigError, load_config
-from snlt_fast.training.losses import Normalizer, anchor_ious, head_losses, lookalike_anchors, snlt_losses
+from snlt_fast.training.losses import Normalizer, head_losses, lookalike_anchors, snlt_losses
 from snlt_fast.training.optim import epoch_lr, part_of, trains
 from snlt_fast.training.sampler import PairSampler, sample_rng
-from snlt_fast.ops.anchor_targets import AnchorTargets
+from snlt_fast.ops.anchor_targets import AnchorTargets, anchor_ious
 
 from conftest import requires_minilm
 from training_helpers import tiny_config

@@ -145,7 +145,8 @@ class SNLRPN(_LevelsHead):
             raise ValueError(f"language_features must be one of {', '.join(LANGUAGE_FEATURES)}; got {language_features!r}")
         self.cls = DepthwiseXCorr(in_channels, hidden, 2 * anchor_num)
         self.loc = DepthwiseXCorr(in_channels, hidden, 4 * anchor_num)
-        if language and language_features != "shared":
+        self.language_features = language_features if language else "shared"
+        if self.language_features != "shared":
             pixel_channels = 3 if language_features == "own+pixels" else 0
             self.nl_conv_search = conv_bn_relu(in_channels + pixel_channels, hidden, 3)
         if language:
@@ -158,12 +159,6 @@ class SNLRPN(_LevelsHead):
     @property
     def has_language(self):
         return hasattr(self, "nl_cls_head")
-
-    @property
-    def language_features(self):
-        if not hasattr(self, "nl_conv_search"):
-            return "shared"
-        return "own+pixels" if self.nl_conv_search[0].in_channels > self.cls.conv_search[0].in_channels else "own"
 
     def levels(self):
         return [self]
@@ -179,7 +174,7 @@ class SNLRPN(_LevelsHead):
         cls_search, loc_search = self.cls.conv_search(x_f), self.loc.conv_search(x_f)
         searches, kernels = [cls_search, loc_search], [cls_kernel, loc_kernel]
         if language_kernel is not None:
-            if hasattr(self, "nl_conv_search"):
+            if self.language_features != "shared":
                 nl_search = self.nl_conv_search(x_f if pixels is None else torch.cat([x_f, pixels], dim=1))
                 searches += [nl_search, nl_search]
             else:

@@ -146,6 +146,20 @@ def _overlap(anchor_center, anchor_size, box_center, box_size):
     return _maximum(high - low, torch.zeros_like(high))
 
 
+def _iou(ax, ay, aw, ah, tx, ty, tw, th):
+    """The contract's iou, broadcasting anchors against boxes."""
+    inter = _overlap(ax, aw, tx, tw) * _overlap(ay, ah, ty, th)
+    return inter / ((aw * ah + tw * th) - inter)
+
+
+def anchor_ious(anchors: Tensor, boxes: Tensor) -> Tensor:
+    """IoU [B, K, A, S, S] of anchors [4, A, S, S] with boxes [B, K, 4] (both cx, cy, w, h), in
+    the arithmetic of the contract (a NaN box gives NaN): the overlaps anchor_targets sees, for
+    boxes other than the target (a trainer's look-alikes, say)."""
+    anchors = anchors.to(boxes.dtype)[:, None, None]
+    return _iou(*anchors, *(v[..., None, None, None] for v in boxes.unbind(-1)))
+
+
 def _box_cell(center, stride, size):
     """The negative pair's centre cell, clamped to [-reach - 1, size + reach] (NaN to the low end):
     the clamp leaves the window's cells on the map unchanged."""
@@ -165,8 +179,7 @@ def anchor_targets_reference(
     ax, ay, aw, ah = (a.reshape(1, cells) for a in anchors)
     tx, ty, tw, th = (v[:, None] for v in boxes.unbind(1))
     valid = torch.isfinite(boxes).all(dim=1, keepdim=True) & (tw > 0) & (th > 0)
-    inter = _overlap(ax, aw, tx, tw) * _overlap(ay, ah, ty, th)
-    iou = inter / ((aw * ah + tw * th) - inter)
+    iou = _iou(ax, ay, aw, ah, tx, ty, tw, th)
     deltas = torch.stack([(tx - ax) / aw, (ty - ay) / ah, log_float64(tw / aw), log_float64(th / ah)], dim=1)
 
     stride_x = anchors[0, 0, 0, 1] - anchors[0, 0, 0, 0]

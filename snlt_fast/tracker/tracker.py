@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from snlt_fast.ops.anchors import generate_anchors, hanning_window
-from snlt_fast.ops.postprocess import track_postprocess
+from snlt_fast.ops.postprocess import correctly_rounded_sqrt, track_postprocess
 from snlt_fast.tracker.config import TrackerConfig
 from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
 from snlt_fast.tracker.fast import check_precision, plan_fast
@@ -222,7 +222,9 @@ class SNLTracker:
         """sqrt((w + c(w+h)) (h + c(w+h))): the side of the template square, before rounding."""
         context = self.config.context_amount * sizes.sum(dim=1, keepdim=True)
         padded = sizes + context
-        return torch.sqrt(padded[:, 0] * padded[:, 1])
+        # As pysot's np.sqrt rounds: torch's CPU sqrt is an ulp off for some inputs, and the scale
+        # derived from this side would then move a box by that ulp.
+        return correctly_rounded_sqrt(padded[:, 0] * padded[:, 1])
 
     @contextlib.contextmanager
     def _model_backend(self):

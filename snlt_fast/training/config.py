@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from snlt_fast.nn.rpn import LANGUAGE_FEATURES
+
 
 class ConfigError(ValueError):
     """A config that does not fit the schema; the message names the key."""
@@ -70,7 +72,7 @@ SCHEMA = {
         "language": Field(str, "minilm", nullable=True),
         "width": Field(float, 1.0),
         "hidden": Field(int, 256),
-        "language_features": Field(str, "shared", choices=("shared", "own", "own+pixels")),
+        "language_features": Field(str, "shared", choices=LANGUAGE_FEATURES),
         "anchor_ratios": Field(list, [0.33, 0.5, 1, 2, 3]),
         "anchor_scales": Field(list, [4, 8, 16]),
         "init_from": Field(str, None, nullable=True),

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from snlt_fast.ops.anchor_targets import anchor_ious
+
 LOSS_NAMES = ("cls_vis", "loc_vis", "cls_nl", "loc_nl")
 
 
@@ -109,16 +111,6 @@ def point_head_losses(cls, loc, targets, sample_mask, normalizer):
     iou = ltrb_iou(torch.where(at_positive, loc.float(), 1), torch.where(at_positive, targets.ltrb.float(), 1))
     iou_loss = torch.where(positive, 1 - iou, 0).sum()
     return _head_terms(F.log_softmax(cls.float(), dim=1), labels, iou_loss, positive.sum(), normalizer)
-
-
-def anchor_ious(anchors, boxes):
-    """IoU [B, K, A, S, S] of anchors [4, A, S, S] with boxes [B, K, 4] (all cx, cy, w, h); NaN for a NaN box."""
-    ax, ay, aw, ah = anchors.to(boxes.dtype)[:, None, None]
-    bx, by, bw, bh = (v[..., None, None, None] for v in boxes.unbind(-1))
-    iw = (torch.minimum(ax + aw / 2, bx + bw / 2) - torch.maximum(ax - aw / 2, bx - bw / 2)).clamp(min=0)
-    ih = (torch.minimum(ay + ah / 2, by + bh / 2) - torch.maximum(ay - ah / 2, by - bh / 2)).clamp(min=0)
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter)
 
 
 def lookalike_anchors(anchors, lookalikes, targets, positive_iou, negative_iou):
