@@ -9,7 +9,8 @@ import torch
 
 from conftest import requires_minilm
 from snlt_fast.models import load_checkpoint, load_default
-from snlt_fast.models.default import DEFAULT_WEIGHTS
+from snlt_fast.models.default import DEFAULT_TRACKER_VALUES, DEFAULT_WEIGHTS
+from snlt_fast.tracker import TrackerConfig, default_config
 
 
 def test_default_weights_are_small_and_load_without_unpickling_code():
@@ -25,6 +26,14 @@ def test_load_default_gives_the_trained_snlt():
     assert model.arch == "snlt_alex" and model.has_language and not model.training
     again = load_checkpoint(DEFAULT_WEIGHTS)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@requires_minilm
+def test_the_default_model_is_tracked_with_its_tuned_values_and_its_file_alone_with_snlts():
+    tuned = default_config(load_default("cpu"))
+    published = default_config(load_checkpoint(DEFAULT_WEIGHTS))
+    assert published == TrackerConfig.snlt(anchor_ratios=tuned.anchor_ratios, anchor_scales=tuned.anchor_scales)
+    assert tuned == published.replace(**DEFAULT_TRACKER_VALUES) != published
 
 
 @requires_minilm

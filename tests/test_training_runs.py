@@ -15,7 +15,7 @@ from snlt_fast.models import load_checkpoint
 from snlt_fast.training.config import resolve
 from snlt_fast.training.state import METRIC_COLUMNS, read_metrics
 
-from training_helpers import ROOT, snlt, tiny_config
+from training_helpers import ROOT, run_environment, snlt, tiny_config
 
 # Columns that a run repeats exactly (samples_per_s is a timing).
 REPEATED_COLUMNS = [column for column in METRIC_COLUMNS if column != "samples_per_s"]
@@ -61,7 +61,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_curve(tmp_path):
     _train(config, whole)
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "snlt_fast", "train", "--config", str(config), "--out", str(killed), "--no-progress"]
-    process = subprocess.Popen(command, cwd=ROOT, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    process = subprocess.Popen(command, cwd=ROOT, env=run_environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     metrics = killed / "metrics.csv"
@@ -94,7 +94,7 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "snlt_fast"]
     result = subprocess.run(
         [*torchrun, "train", "--config", str(config), "--out", str(ranks), "--no-progress", "--set", "train.batch_size=2"],
-        cwd=ROOT, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=run_environment(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = read_metrics(single / "metrics.csv"), read_metrics(ranks / "metrics.csv")

@@ -72,10 +72,15 @@ def tiny_config(tmp_path, **sections):
     return path
 
 
+def run_environment(env=None):
+    """The environment of a compared run: this one's (numpy's OpenBLAS picks its kernels,
+    and so its roundings, from OPENBLAS_CORETYPE), with single-threaded torch."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+
+
 def snlt(*arguments, env=None, **kwargs):
-    """Run the snlt command in a fresh process (single-threaded torch, as the tests compare runs)."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    """Run the snlt command in a fresh process, in run_environment(env)."""
     return subprocess.run(
-        [sys.executable, "-m", "snlt_fast", *map(str, arguments)], cwd=ROOT, env=environment,
+        [sys.executable, "-m", "snlt_fast", *map(str, arguments)], cwd=ROOT, env=run_environment(env),
         capture_output=True, text=True, **kwargs,
     )

@@ -16,10 +16,17 @@ DEFAULT_DESCRIPTION = (
     "the default model (a small SNLT trained on synthetic scenes, snlt_fast/models/default/README.md); "
     "for real video give --weights with pysot, SNLT or NanoTrack weights"
 )
+# The tracker values this model is tracked with, as pysot ships a tuned tracker config beside
+# each model: SNLT's published ones but for these two, chosen on validation seeds only
+# (default/README.md). default_config(model) reads them from model.tracker_values.
+DEFAULT_TRACKER_VALUES = {"window_influence": 0.3, "lr": 0.2}
 
 
 def load_default(device=None):
-    """The default model, in eval mode on `device` (None: cuda when a GPU is visible)."""
+    """The default model, in eval mode on `device` (None: cuda when a GPU is visible), with
+    its tracker values (DEFAULT_TRACKER_VALUES) as `tracker_values`."""
     if not DEFAULT_WEIGHTS.is_file():
         raise FileNotFoundError(f"the default model's weights are missing from this install ({DEFAULT_WEIGHTS})")
-    return load_checkpoint(DEFAULT_WEIGHTS).to(resolve_device(device))
+    model = load_checkpoint(DEFAULT_WEIGHTS).to(resolve_device(device))
+    model.tracker_values = dict(DEFAULT_TRACKER_VALUES)
+    return model
