@@ -271,7 +271,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m snlt_fast.demo")
     parser.add_argument("what", choices=("heldout", "validation"), help="held-out seeds, or validation seeds to tune on")
     parser.add_argument("--videos", type=int, default=100, help="videos of each scene kind (default 100)")
-    parser.add_argument("--weights", type=Path, help="an snlt_fast checkpoint (default: the default model)")
+    parser.add_argument(
+        "--weights", type=Path,
+        help="an snlt_fast checkpoint, tracked with SNLT's published values (default: the default model, with its own)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from snlt_fast.models import CheckpointError, load_checkpoint, load_default
 
