@@ -17,7 +17,7 @@ from scipy.special import softmax
 from conftest import HAS_CUDA, SHARED_DATA, skip_without_minilm
 from snlt_fast.baselines.published_tracker import PublishedTracker
 from model_helpers import write_word_vectors
-from snlt_fast.models import SNLT, build_model
+from snlt_fast.models import SNLT, NanoTrack, build_model
 from snlt_fast.tracker import NonFiniteOutputError, SNLTracker, TrackerConfig, calibrate_random_weights, default_config
 from snlt_fast.tracker.crop import channel_fill, crop_and_resize, frame_to_tensor
 
@@ -261,6 +261,14 @@ def test_default_configs():
     pysot = TrackerConfig.pysot("resnet50")
     assert (pysot.penalty_k, pysot.window_influence, pysot.lr, pysot.anchor_num) == (0.05, 0.42, 0.38, 5)
     assert not pysot.long_term and pysot.lr_mode == "pysot"
+
+
+@pytest.mark.parametrize("make_model", [lambda: build_model("siamrpn_alex"), lambda: NanoTrack(2)], ids=["pysot", "nanotrack"])
+def test_a_models_tracker_values_go_over_its_familys(make_model):
+    model = make_model()
+    family = default_config(model)
+    model.tracker_values = {"window_influence": 0.3, "lr": 0.2}
+    assert default_config(model) == family.replace(window_influence=0.3, lr=0.2) != family
 
 
 # --------------------------------------------------------------------------- CUDA graph

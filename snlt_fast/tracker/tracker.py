@@ -389,10 +389,15 @@ def _host_frame(frame):
 
 
 def default_config(model, profile=None):
+    """The tracker for `model`: its family's (below), with the tracker values it was tuned
+    with over them (its `tracker_values`, as the default model has)."""
+    return _family_config(model, profile).replace(**getattr(model, "tracker_values", {}))
+
+
+def _family_config(model, profile):
     """NanoTrack's tracker for a NanoTrack model (`profile` "siamtrackers", the default, or
     "opencv"); pysot's tracker values for a visual-only, 5-anchor model (a pysot checkpoint);
-    SNLT's otherwise; with the anchors the model was trained with, where it says, and the
-    tracker values it was tuned with (its `tracker_values`, as the default model has)."""
+    SNLT's otherwise; with the anchors the model was trained with, where it says."""
     if getattr(model, "head_form", "anchor") == "point":
         return TrackerConfig.nanotrack(model.version, profile or "siamtrackers")
     language = getattr(model, "has_language", True)
@@ -401,4 +406,4 @@ def default_config(model, profile=None):
         anchors = {"anchor_ratios": tuple(model.anchor_ratios), "anchor_scales": tuple(model.anchor_scales)}
     if model.anchor_num == 5 and not language:
         return TrackerConfig.pysot("alexnet" if "alex" in str(getattr(model, "arch", "")) else "resnet50", **anchors)
-    return TrackerConfig.snlt(**anchors, **getattr(model, "tracker_values", {}))
+    return TrackerConfig.snlt(**anchors)
