@@ -147,7 +147,7 @@ class SNLRPN(_LevelsHead):
         self.loc = DepthwiseXCorr(in_channels, hidden, 4 * anchor_num)
         self.language_features = language_features if language else "shared"
         if self.language_features != "shared":
-            pixel_channels = 3 if language_features == "own+pixels" else 0
+            pixel_channels = 3 if self.language_features == "own+pixels" else 0
             self.nl_conv_search = conv_bn_relu(in_channels + pixel_channels, hidden, 3)
         if language:
             # The NL head takes the 1x1 correlation (as large as the search features) down
